@@ -1,0 +1,105 @@
+"""De-identification of radiology reports: every protected identifier becomes `DEID_TOKEN`.
+
+Replaced (in this order, so that a longer identifier is taken whole before its parts):
+
+1. MIMIC-CXR's `___` placeholders (two or more underscores);
+2. e-mail addresses and URLs;
+3. record identifiers after a keyword (MRN, medical record number, accession number, patient ID,
+   unit/case/study/order number, ...): the keyword stays, the value goes ("MRN: [DEID]");
+4. phone and pager numbers (North-American and international digit groups, "pager 12345",
+   "ext. 4411");
+5. dates: numeric (03/12/2019, 2019-03-12, 3.12.19, 12/2019), with month names (March 3, 2019;
+   3rd of March; Mar 2019; 12-Mar-2019), weekdays, and years 1900-2099 standing alone;
+6. times: 10:30, 10:30:15, 9 am, 10.30 p.m., 1430 hours;
+7. ages over 89 (HIPAA): "92-year-old" -> "[DEID]-year-old";
+8. any remaining run of five or more digits and letter-prefixed codes such as "A1234567";
+9. names after a title (Dr., Mr., Mrs., Ms., Miss, Prof., Nurse; any case; the title stays) and
+   after reporting verbs ("discussed with John Smith", "signed by ...").
+
+Consecutive tokens separated only by spaces or punctuation collapse into one.
+Measurements ("1.5 cm", "3-4 mm", "T4-T5") are left alone: the digit patterns require the
+separators, lengths or keywords of identifiers.
+"""
+
+import re
+
+DEID_TOKEN = "[DEID]"
+
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_DAY = r"(?:[0-3]?\d)(?:st|nd|rd|th)?"
+_YEAR = r"(?:19|20)\d{2}|'\d{2}"
+_NOT_UNIT = r"(?!\s*(?:cm|mm|ml|cc|mg|kg|%|units?)\b)"
+_NAME_WORD = r"(?:[A-Z][A-Za-z'\u2019-]+|[A-Z]\.)"
+_NAME = _NAME_WORD + r"(?:\s+" + _NAME_WORD + r"){0,2}"
+
+_ID_KEYWORDS = (
+    r"(?:MRN|MR\s*#|med(?:ical)?\s+rec(?:ord)?(?:\s+(?:no\.?|number|#))?|record\s+(?:no\.?|number|#)|"
+    r"accession(?:\s+(?:no\.?|number|#))?|acc\s*#|patient\s+id|pt\s+id|unit\s+(?:no\.?|number)|"
+    r"case\s+(?:no\.?|number|#)|study\s+(?:id|no\.?|number|#)|order\s+(?:no\.?|number|#)|"
+    r"exam\s+(?:no\.?|number|#)|visit\s+(?:no\.?|number|#)|account\s+(?:no\.?|number|#)|ID)"
+)
+
+
+
+def _title_replacement(match):
+    # "MR"/"MS" only count as titles with a period: "MR" alone is often mitral regurgitation.
+    title = match.group(1)
+    if title.rstrip() in ("MR", "MS"):
+        return match.group(0)
+    return title + DEID_TOKEN
+
+
+# (pattern, replacement): replacement may keep a leading group (a keyword or a title).
+_RULES = [
+    (r"_{2,}", DEID_TOKEN),
+    (r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", DEID_TOKEN),
+    (r"(?i)\b(?:https?://|www\.)\S+", DEID_TOKEN),
+    (r"(?i)(\b" + _ID_KEYWORDS + r"\s*[:#]?\s*(?:is\s+)?)[A-Z]{0,4}\d[A-Z0-9-]*", r"\1" + DEID_TOKEN),
+    (r"(?<![\w.])(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w.]?\d)", DEID_TOKEN),
+    (
+        r"(?i)(\b(?:pager|beeper|pgr|ext|extension|phone|tel|telephone|cell|fax|contact)\.?\s*"
+        r"(?:#|no\.?|number)?\s*:?\s*)\d[\d-]{2,}\d",
+        r"\1" + DEID_TOKEN,
+    ),
+    (r"(?i)\b(?:" + _DAY + r"[\s-]+(?:of\s+)?" + _MONTH + r"|" + _MONTH + r"\s+" + _DAY + r")"
+     + r"(?:,?[\s-]+(?:" + _YEAR + r"))?\b" + _NOT_UNIT, DEID_TOKEN),
+    (r"(?i)\b" + _MONTH + r",?\s+(?:" + _YEAR + r")\b", DEID_TOKEN),
+    (r"(?<![\d.])\d{1,4}([/.-])\d{1,2}\1\d{2,4}(?![\d.]?\d)", DEID_TOKEN),
+    (r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN),
+    (r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b", DEID_TOKEN),
+    (r"(?i)(?<![\d.])\d{1,2}[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)", DEID_TOKEN),
+    (r"(?<![\d.:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])(?:\s*(?:h|hrs|hours)\b)?", DEID_TOKEN),
+    (r"(?i)(?<![\d.])\d{1,2}\s*[ap]\.?m\.?(?!\w)", DEID_TOKEN),
+    (r"(?i)(?<![\d.])\d{4}\s*(?:h|hrs|hours)\b", DEID_TOKEN),
+    (r"(?<![\d.])(?:19|20)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
+    (r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)", DEID_TOKEN),
+    (r"(?<![\d.])\d{5,}(?![\d.]?\d)", DEID_TOKEN),
+    (r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN),
+    (
+        r"(\b(?:Dr|DR|Drs|Doctor|DOCTOR|Mr|MR|Mrs|MRS|Ms|MS|Miss|MISS|Prof|PROF|Professor|Nurse|NURSE)"
+        r"(?:\.\s*|\s+))" + _NAME + r"\b",
+        _title_replacement,
+    ),
+    (
+        r"(\b(?:discussed\s+with|communicated\s+(?:to|with)|conveyed\s+to|spoke\s+(?:with|to)|"
+        r"notified|paged|informed|signed\s+by|dictated\s+by|reported\s+to|read\s+by)\s+)"
+        r"[A-Z][a-z'\u2019-]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'\u2019-]+\b",
+        r"\1" + DEID_TOKEN,
+    ),
+]
+_COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in _RULES]
+_RUN_OF_TOKENS = re.compile(re.escape(DEID_TOKEN) + r"(?:[\s,;/:.-]*" + re.escape(DEID_TOKEN) + r")+")
+
+
+def deidentify(text):
+    """Replace dates, times, phone/record numbers, ages over 89, names and `___` in `text` with
+    `DEID_TOKEN`, collapsing consecutive tokens. Deterministic; see the module docstring."""
+    for pattern, replacement in _COMPILED:
+        text = pattern.sub(replacement, text)
+    return _RUN_OF_TOKENS.sub(DEID_TOKEN, text)
+
+
+__all__ = ["DEID_TOKEN", "deidentify"]
