@@ -1,0 +1,226 @@
+"""WebDataset tar shards: image–text samples for data sets too large for one disk.
+
+A shard is a plain tar file whose members are grouped into samples by key (the member path up to
+the first dot of its file name): `000123.jpg` + `000123.txt` [+ `000123.json`] is one sample.
+`load_webdataset` streams shards (one generator shard per tar file, so DataLoader workers split
+them), with an optional shuffle buffer and a resumable position; `write_webdataset` converts any
+data set with an `image` column into shards.
+
+Resuming: `state = ds.state_dict()` while iterating, later `ds.load_state_dict(state)` on a data
+set built with the same arguments continues after the last yielded sample (datasets'
+IterableDataset checkpointing; with a shuffle buffer the samples that sat in the buffer are not
+replayed). `ds.skip(k)` starts after the first k samples instead.
+"""
+
+import glob
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import datasets
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .dataset_building import build_dataset, image_problem
+from .row_issues import RowIssues
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+JSON_TEXT_KEYS = ("text", "caption", "report")
+WEBDATASET_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "text": datasets.Value("string"),
+        "json": datasets.Value("string"),
+        "key": datasets.Value("string"),
+        "url": datasets.Value("string"),
+    }
+)
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def _expand_ranges(pattern: str) -> list:
+    """Expand WebDataset's numeric brace ranges: "shard-{000..002}.tar" → three names."""
+    match = _RANGE.search(pattern)
+    if match is None:
+        return [pattern]
+    start, stop = match.group(1), match.group(2)
+    width = len(start) if start.startswith("0") else 0
+    names = []
+    for number in range(int(start), int(stop) + 1):
+        names.extend(_expand_ranges(pattern[: match.start()] + str(number).zfill(width) + pattern[match.end() :]))
+    return names
+
+
+def resolve_shards(source) -> list:
+    """A folder (its *.tar), a glob or brace-range pattern, or a list of paths → sorted shard paths."""
+    if isinstance(source, (list, tuple)):
+        shards = [str(path) for path in source]
+    elif Path(source).is_dir():
+        shards = sorted(str(path) for path in Path(source).glob("*.tar"))
+    else:
+        shards = [name for expanded in _expand_ranges(str(source)) for name in (sorted(glob.glob(expanded)) or [expanded])]
+    missing = [shard for shard in shards if not Path(shard).is_file()]
+    if not shards or missing:
+        raise FileNotFoundError(f"WebDataset: no shard files for {source!r}" + (f" (missing: {missing[:5]})" if missing else ""))
+    return shards
+
+
+def _samples_of_shard(shard: str, issues):
+    """Yield (key, {extension: bytes}) for consecutive members sharing a key; a corrupt tail is counted."""
+    key, sample = None, {}
+    try:
+        with tarfile.open(shard, "r|*") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                folder, _, name = member.name.rpartition("/")
+                stem, dot, extension = name.partition(".")
+                member_key = f"{folder}/{stem}" if folder else stem
+                if member_key != key:
+                    if sample:
+                        yield key, sample
+                    key, sample = member_key, {}
+                if dot:
+                    sample[extension.lower()] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        issues.skip(f"{Path(shard).name} after key {key}", "corrupt shard", f"{type(error).__name__}: {error}")
+        return
+    if sample:
+        yield key, sample
+
+
+def _sample_rows(shard: str, issues):
+    """Yield (where, row) for each well-formed sample of a shard."""
+    for key, sample in _samples_of_shard(shard, issues):
+        where = f"{Path(shard).name} key {key}"
+        extension = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
+        if extension is None:
+            issues.skip(where, "missing image", f"no {'/'.join(IMAGE_EXTENSIONS)} member (has {sorted(sample)})")
+            continue
+        metadata = sample.get("json", b"").decode("utf-8", errors="replace")
+        try:
+            parsed = json.loads(metadata) if metadata else {}
+        except json.JSONDecodeError as error:
+            issues.skip(where, "unparsable JSON", str(error))
+            continue
+        text = sample["txt"].decode("utf-8", errors="replace").strip() if "txt" in sample else ""
+        if not text and isinstance(parsed, dict):
+            text = next((str(parsed[k]).strip() for k in JSON_TEXT_KEYS if parsed.get(k)), "")
+        if not text:
+            issues.skip(where, "empty text", "no txt member or JSON text/caption/report")
+            continue
+        image = {"path": f"{key}.{extension}", "bytes": sample[extension]}
+        yield where, {"image": image, "text": text, "json": metadata, "key": key, "url": shard}
+
+
+def load_webdataset(
+    source,
+    *,
+    streaming: bool = True,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    check_images: bool = True,
+    strict: bool = False,
+    issues: RowIssues | None = None,
+):
+    """Read WebDataset tar shards: rows image, text (the .txt member, else the JSON's
+    text/caption/report), json (the .json member as a string, "" if none), key, url (shard path).
+
+    source: a folder of *.tar, a glob ("shards/*.tar"), a brace range ("shard-{000000..000099}.tar")
+    or a list of paths. streaming=True (default) gives an IterableDataset reading shards lazily;
+    shuffle_buffer > 0 shuffles shard order and samples through a buffer of that size, seeded.
+    streaming=False reads every shard into an in-memory Dataset (same rows, same order).
+    Malformed samples (no image, unreadable image, empty text, bad JSON, corrupt tar) are skipped
+    and counted (see row_issues); in streaming they are met, and counted, while iterating.
+    """
+    shards = resolve_shards(source)
+    issues = issues if issues is not None else RowIssues()
+    issues.strict = strict
+    if not streaming:
+        rows = [item for shard in shards for item in _sample_rows(shard, issues)]
+        dataset = build_dataset(
+            rows, WEBDATASET_FEATURES, reader="load_webdataset", issues=issues, check_images=check_images
+        )
+        return dataset.shuffle(seed=seed) if shuffle_buffer else dataset
+
+    def generate_rows(shards):
+        for shard in shards:
+            for where, row in _sample_rows(shard, issues):
+                problem = image_problem(row["image"]) if check_images else None
+                if problem is not None:
+                    issues.skip(where, "unreadable image", problem)
+                    continue
+                yield row
+
+    dataset = datasets.IterableDataset.from_generator(
+        generate_rows, features=WEBDATASET_FEATURES, gen_kwargs={"shards": shards}
+    )
+    dataset.info.description = f"load_webdataset: {len(shards)} shards; malformed samples are skipped and counted while iterating."
+    if shuffle_buffer:
+        dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return dataset
+
+
+def _image_bytes(value) -> tuple:
+    """(bytes, extension) of an undecoded `Image` value, keeping the stored encoding when possible."""
+    data = value.get("bytes")
+    if data is None:
+        data = Path(value["path"]).read_bytes()
+    image_format = (Image.open(io.BytesIO(data)).format or "PNG").lower()
+    return data, {"jpeg": "jpg"}.get(image_format, image_format)
+
+
+def write_webdataset(dataset, out_dir, shard_size: int = 1000, *, text_column=None, prefix: str = "shard") -> list:
+    """Write `dataset` (a Dataset or IterableDataset with an `image` column) as tar shards.
+
+    Each sample is `<key>.<jpg|png|...>` (the image's stored bytes, not re-encoded), `<key>.txt`
+    (`text_column`; default "report", else "text") and `<key>.json` (every other non-image column).
+    Shards are `out_dir/<prefix>-000000.tar`, ... with `shard_size` samples each; returns their paths.
+    Tar headers carry no time or owner, so the same data set gives the same bytes.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    columns = list(dataset.features)
+    if "image" not in columns:
+        raise ValueError(f"write_webdataset needs an 'image' column; columns are {columns}")
+    if text_column is None:
+        text_column = next((name for name in ("report", "text") if name in columns), None)
+        if text_column is None:
+            raise ValueError(f"no 'report' or 'text' column among {columns}: pass text_column=")
+    elif text_column not in columns:
+        raise ValueError(f"text_column {text_column!r} is not a column; columns are {columns}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    undecoded = dataset.cast_column("image", datasets.Image(decode=False))
+    metadata_columns = [
+        name for name, feature in dataset.features.items() if name != text_column and not isinstance(feature, datasets.Image)
+    ]
+
+    shard_paths, archive = [], None
+    total = dataset.num_rows if isinstance(dataset, datasets.Dataset) else None
+    for index, row in enumerate(tqdm(undecoded, total=total, desc="writing WebDataset shards")):
+        if index % shard_size == 0:
+            if archive is not None:
+                archive.close()
+            shard_paths.append(out_dir / f"{prefix}-{len(shard_paths):06d}.tar")
+            archive = tarfile.open(shard_paths[-1], "w", format=tarfile.USTAR_FORMAT)
+        key = f"{index:09d}"
+        image_data, extension = _image_bytes(row["image"])
+        metadata = {name: row[name] for name in metadata_columns}
+        members = {
+            extension: image_data,
+            "txt": str(row[text_column] or "").encode("utf-8"),
+            "json": json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+        }
+        for member_extension, payload in members.items():
+            info = tarfile.TarInfo(f"{key}.{member_extension}")
+            info.size, info.mode = len(payload), 0o644
+            archive.addfile(info, io.BytesIO(payload))
+    if archive is not None:
+        archive.close()
+    return [str(path) for path in shard_paths]
+
+
+__all__ = ["WEBDATASET_FEATURES", "load_webdataset", "resolve_shards", "write_webdataset"]
