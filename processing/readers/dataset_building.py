@@ -4,8 +4,8 @@ Readers parse their index files (CSV, JSON, XML) into rows whose `image` is a fi
 `{"path", "bytes"}` for images held in archives); this module checks the images and builds the
 data set with the reader's explicit `Features`.
 
-Image checking (`check_images=True`, the default) decodes every image once, so that a corrupt
-file is skipped and counted instead of raising when a training loop reaches it:
+Image checking (`check_images=True`, the default) decodes every image once with
+`read_medical_image`, so that a corrupt file is skipped and counted instead of raising when a training loop reaches it:
 - map-style: all images up front (threads, with a progress bar), before the data set exists;
 - streaming: each image just before its row is yielded, so a streaming epoch never crashes on
   a bad file (at the price of decoding twice: once to check, once in the `Image` feature).
@@ -17,14 +17,13 @@ stay on disk and decode on access. Nothing is cached on disk, so a changed folde
 stale; re-reading the index files costs seconds even for MIMIC-CXR's 377k images.
 """
 
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import datasets
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ..image_io_medvl import MedicalImageError, read_medical_image
 from .row_issues import RowIssues
 
 # Rows per generator shard of a streaming data set: the unit of DataLoader worker splitting,
@@ -34,15 +33,14 @@ STREAMING_SHARD_ROWS = 256
 
 def image_problem(value) -> str | None:
     """Why the image `value` (a path, or {"path", "bytes"}) cannot be decoded, or None if it can."""
-    if isinstance(value, dict) and value.get("bytes") is not None:
-        source, name = io.BytesIO(value["bytes"]), value.get("path") or "<bytes>"
+    if isinstance(value, dict):
+        source = value["bytes"] if value.get("bytes") is not None else value["path"]
     else:
-        source = name = value["path"] if isinstance(value, dict) else value
+        source = value
     try:
-        with Image.open(source) as image:
-            image.load()
-    except Exception as error:  # noqa: BLE001 - any decoding failure makes the row unusable
-        return f"{name}: {type(error).__name__}: {error}"
+        read_medical_image(source)
+    except MedicalImageError as error:
+        return str(error)
     return None
 
 

@@ -1,19 +1,17 @@
 """Pick the FINDINGS / IMPRESSION sections out of a free-text radiology report.
 
-MIMIC-CXR reports are plain text with upper-case headers ("FINDINGS:", "IMPRESSION:", also
-"FINDINGS AND IMPRESSION:"); Open-I reports arrive already split by section. Both go through
-`compose_report`, so `sections=` means the same for every reader:
+MIMIC-CXR reports are plain text with headers ("FINDINGS:", "IMPRESSION:"); Open-I reports
+arrive already split by section. Both go through `compose_report`, so `sections=` means the same
+for every reader:
     "findings+impression"  "FINDINGS: <findings>\\nIMPRESSION: <impression>" (either may be absent)
     "findings" / "impression"  that section's text alone
     "full"                  the whole report, blank lines dropped
 A report lacking the requested section(s) gives None (the reader skips and counts the row).
 """
 
-import re
+from ..clinical_text_medvl import extract_sections
 
 SECTION_CHOICES = ("findings+impression", "findings", "impression", "full")
-
-_HEADER = re.compile(r"^[ \t]*([A-Z][A-Z &/()-]*[A-Z)]):", re.MULTILINE)
 
 
 def _squash(text: str) -> str:
@@ -23,16 +21,6 @@ def _squash(text: str) -> str:
 def check_sections(sections: str) -> None:
     if sections not in SECTION_CHOICES:
         raise ValueError(f"sections must be one of {SECTION_CHOICES}, got {sections!r}")
-
-
-def split_sections(text: str) -> dict:
-    """Upper-case header → section text (whitespace squashed); text before the first header is dropped."""
-    matches = list(_HEADER.finditer(text))
-    sections = {}
-    for match, following in zip(matches, matches[1:] + [None]):
-        body = text[match.end() : following.start() if following else len(text)]
-        sections[match.group(1).strip()] = _squash(body)
-    return sections
 
 
 def compose_report(findings: str, impression: str, full_text: str, sections: str) -> str | None:
@@ -52,14 +40,10 @@ def compose_report(findings: str, impression: str, full_text: str, sections: str
 
 
 def report_text(text: str, sections: str) -> str | None:
-    """The `sections` of a free-text report (MIMIC-CXR style headers)."""
-    found = split_sections(text)
-    findings = found.get("FINDINGS", "")
-    impression = found.get("IMPRESSION", "")
-    combined = found.get("FINDINGS AND IMPRESSION", "")
-    if combined and not (findings or impression):
-        findings = combined
-    return compose_report(findings, impression, text, sections)
+    """The `sections` of a free-text report (MIMIC-CXR style headers, found by the clinical
+    text normaliser's `extract_sections`, so aliases such as "CONCLUSION:" count as impression)."""
+    found = extract_sections(text)
+    return compose_report(found.get("findings", ""), found.get("impression", ""), text, sections)
 
 
-__all__ = ["SECTION_CHOICES", "check_sections", "compose_report", "report_text", "split_sections"]
+__all__ = ["SECTION_CHOICES", "check_sections", "compose_report", "report_text"]
