@@ -238,7 +238,9 @@ def _grey_dicom_to_unit_range(frame, dataset, name):
 
 def _apply_voi_lut_sequence(values, dataset):
     lut_values = np.asarray(dataset.VOILUTSequence[0].LUTData, dtype=np.float64)
-    mapped = np.asarray(apply_voi_lut(values, dataset, index=0, prefer_lut=True), dtype=np.float64)
+    # A VOI LUT is indexed by integer modality values.
+    indices = np.rint(values).astype(np.int64)
+    mapped = np.asarray(apply_voi_lut(indices, dataset, index=0, prefer_lut=True), dtype=np.float64)
     low, high = lut_values.min(), lut_values.max()
     if high <= low:
         return np.zeros_like(mapped)
