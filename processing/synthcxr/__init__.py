@@ -12,10 +12,12 @@ from .anatomy import Anatomy, sample_anatomy
 from .findings import DEFAULT_MIX, FINDING_KINDS, Finding
 from .generator import SynthStudy, generate_synthcxr, synthesize_study
 from .render import render_radiograph
+from .writers import LAYOUTS, write_synthcxr
 
 __all__ = [
     "DEFAULT_MIX",
     "FINDING_KINDS",
+    "LAYOUTS",
     "Anatomy",
     "Finding",
     "SynthStudy",
@@ -23,4 +25,5 @@ __all__ = [
     "render_radiograph",
     "sample_anatomy",
     "synthesize_study",
+    "write_synthcxr",
 ]

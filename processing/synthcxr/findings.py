@@ -193,7 +193,7 @@ def finding_rng(noise_seed, finding):
 
 def paint_effusion(canvas, finding):
     """Dependent fluid in the lung base, with a meniscus rising towards the lateral wall."""
-    level = {"small": 0.9, "moderate": 0.72, "large": 0.5}[finding.severity]
+    level = {"small": 0.83, "moderate": 0.68, "large": 0.5}[finding.severity]
     for side in finding.sides:
         u, v = lung_frame(canvas.anatomy, side, canvas.x, canvas.y)
         meniscus = level - 0.12 * np.clip(u, 0.0, 1.0) ** 2

@@ -28,7 +28,7 @@ class SynthStudy:
 
     index: int
     image: Image.Image  # mode 'L', size x size
-    report: str  # "FINDINGS: ...\n\nIMPRESSION: ..."
+    report: str  # "FINDINGS: ...\nIMPRESSION: ...", as the readers compose findings+impression
     findings_text: str
     impression_text: str
     labels: dict  # CheXpert label -> 1, 0, -1 or None (not mentioned)
@@ -69,7 +69,7 @@ def synthesize_study(index, size=512, seed=0, mix=None, max_findings=2, uncertai
     return SynthStudy(
         index=index,
         image=render_radiograph(anatomy, findings, size, noise_seed),
-        report=f"FINDINGS: {findings_text}\n\nIMPRESSION: {impression_text}",
+        report=f"FINDINGS: {findings_text}\nIMPRESSION: {impression_text}",
         findings_text=findings_text,
         impression_text=impression_text,
         labels=labels,
