@@ -1,0 +1,308 @@
+"""MedVL configuration: one explicit config (vision + text sub-configs) as the single source of truth."""
+
+import copy
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+FUSION_TYPES = ("cross_attention", "merged", "none")
+MAX_TEXT_POSITIONS = 256
+
+
+@strict
+class MedVLVisionConfig(PreTrainedConfig):
+    r"""
+    Vision tower of MedVL: a timm backbone built by name with `pretrained=False`.
+
+    Args:
+        backbone (`str`, defaults to `"vit_base_patch16_224"`):
+            timm model name (e.g. `"swin_base_patch4_window12_384"`, `"vit_large_patch14_clip_336"`,
+            `"convnext_base"`). The classifier head is removed (`num_classes=0`).
+        backbone_kwargs (`dict`, *optional*):
+            Extra keyword arguments for `timm.create_model` (e.g. `embed_dim`, `depth`, `window_size`).
+        image_size (`int`, defaults to 224):
+            Side of the square input images, in pixels. Passed to timm as `img_size` for backbones that take it;
+            inputs of any other size are rejected.
+        num_channels (`int`, defaults to 3):
+            Channels of `pixel_values`.
+        weights_path (`str`, *optional*):
+            Local timm weight file (`.safetensors`, `.pt`, `.pth`, `.bin`) loaded into the backbone when the model is
+            built from the config. Ignored when loading a MedVL checkpoint (its own weights win).
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the initialiser for layers MedVL adds on top of the backbone.
+    """
+
+    model_type = "medvl_vision"
+    base_config_key = "vision_config"
+
+    backbone: str = "vit_base_patch16_224"
+    backbone_kwargs: dict | None = None
+    image_size: int = 224
+    num_channels: int = 3
+    weights_path: str | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.check_fields()
+
+    def check_fields(self):
+        """Reject impossible vision settings at config time (a plain `ValueError`, raised from `__init__`)."""
+        if self.image_size <= 0:
+            raise ValueError(f"vision_config.image_size must be positive, got {self.image_size}.")
+        if self.num_channels <= 0:
+            raise ValueError(f"vision_config.num_channels must be positive, got {self.num_channels}.")
+        reserved = {"pretrained", "num_classes", "img_size", "in_chans"} & set(self.backbone_kwargs or {})
+        if reserved:
+            raise ValueError(
+                f"vision_config.backbone_kwargs may not set {sorted(reserved)}: MedVL sets them from "
+                "image_size / num_channels and always builds the backbone without a classifier or download."
+            )
+
+
+@strict
+class MedVLTextConfig(PreTrainedConfig):
+    r"""
+    Text tower of MedVL: a BERT-style (post-LayerNorm) transformer encoder, bidirectional or causal.
+
+    Args:
+        vocab_size (`int`, defaults to 30522): Size of the token vocabulary.
+        hidden_size (`int`, defaults to 768): Width of the token states.
+        num_hidden_layers (`int`, defaults to 12): Number of self-attention layers of the text tower.
+        num_attention_heads (`int`, defaults to 12): Attention heads per layer; must divide `hidden_size`.
+        intermediate_size (`int`, defaults to 3072): Width of the feed-forward layers.
+        hidden_act (`str`, defaults to `"gelu"`): Activation of the feed-forward layers.
+        hidden_dropout_prob (`float`, defaults to 0.1): Dropout on embeddings and residual branches.
+        attention_probs_dropout_prob (`float`, defaults to 0.1): Dropout on attention probabilities.
+        max_position_embeddings (`int`, defaults to 256): Length of the position table; longer inputs raise.
+        layer_norm_eps (`float`, defaults to 1e-12): LayerNorm epsilon.
+        is_causal (`bool`, defaults to `False`):
+            `False`: bidirectional BERT-style encoder pooled at the first ([CLS]) token, usable for MLM.
+            `True`: causal CLIP-style encoder pooled at the last non-padding (end-of-text) token.
+        pad_token_id (`int`, defaults to 0): Padding token.
+        bos_token_id (`int`, *optional*): Start token ([CLS] / <|startoftext|>); also starts generated reports.
+        eos_token_id (`int`, *optional*): End token ([SEP] / <|endoftext|>); ends generated reports.
+        mask_token_id (`int`, *optional*): [MASK] token used by masked language modelling.
+        initializer_range (`float`, defaults to 0.02): Standard deviation of the weight initialiser.
+    """
+
+    model_type = "medvl_text"
+    base_config_key = "text_config"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = MAX_TEXT_POSITIONS
+    layer_norm_eps: float = 1e-12
+    is_causal: bool = False
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 101
+    eos_token_id: int | None = 102
+    mask_token_id: int | None = 103
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.check_fields()
+
+    def check_fields(self):
+        """Reject impossible text settings at config time (a plain `ValueError`, raised from `__init__`)."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"text_config.hidden_size ({self.hidden_size}) must be a multiple of "
+                f"text_config.num_attention_heads ({self.num_attention_heads})."
+            )
+        if not 0 < self.max_position_embeddings <= MAX_TEXT_POSITIONS:
+            raise ValueError(
+                f"text_config.max_position_embeddings must be in 1..{MAX_TEXT_POSITIONS}, "
+                f"got {self.max_position_embeddings}."
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "mask_token_id"):
+            token_id = getattr(self, name)
+            if token_id is not None and not 0 <= token_id < self.vocab_size:
+                raise ValueError(f"text_config.{name}={token_id} is outside the vocabulary (size {self.vocab_size}).")
+
+
+@strict
+class MedVLConfig(PreTrainedConfig):
+    r"""
+    Configuration of a MedVL model: vision tower, text tower, shared projection space, fusion layers and the
+    pretraining objective.
+
+    Args:
+        vision_config (`dict` or `MedVLVisionConfig`, *optional*): The vision tower.
+        text_config (`dict` or `MedVLTextConfig`, *optional*): The text tower (also sizes fusion and decoder layers).
+        projection_dim (`int`, defaults to 512): Width of the shared image-text embedding space (ITC).
+        fusion_type (`str`, defaults to `"cross_attention"`):
+            `"cross_attention"`: text tokens attend to image patch tokens in `num_fusion_layers` layers.
+            `"merged"`: image and text tokens are concatenated and go through shared self-attention layers.
+            `"none"`: no cross-modal layers (dual encoder only; ITM unavailable).
+        num_fusion_layers (`int`, defaults to 2): Fusion layers (unused when `fusion_type="none"`).
+        num_decoder_layers (`int`, defaults to 2):
+            Layers of the report decoder of `MedVLForConditionalGeneration` (causal self-attention plus
+            cross-attention to image tokens, sized like the text tower).
+        logit_scale_init_value (`float`, defaults to 2.6592): Initial log inverse temperature (log(1/0.07)).
+        logit_scale_max (`float`, defaults to 100.0): Upper clamp of the exp'd temperature (CLIP's 100).
+        itc_weight (`float`, defaults to 1.0): Weight of the image-text contrastive loss.
+        mlm_weight (`float`, defaults to 1.0): Weight of masked language modelling (needs a bidirectional text tower).
+        itm_weight (`float`, defaults to 1.0): Weight of image-text matching with in-batch hard negatives (needs fusion).
+        mlm_probability (`float`, defaults to 0.15): Share of (non-special) tokens masked for MLM.
+        classifier_dropout (`float`, defaults to 0.0): Dropout before the classification / answer heads.
+        initializer_range (`float`, defaults to 0.02): Standard deviation of the initialiser of MedVL's own layers.
+        tie_word_embeddings (`bool`, defaults to `True`): Tie the MLM / report LM heads to their token embeddings.
+
+    The classification and question-answering heads size their output from `num_labels` / `id2label` and choose
+    their loss from `problem_type` (`"single_label_classification"` or `"multi_label_classification"`).
+    """
+
+    model_type = "medvl"
+    sub_configs_defaults = {"vision_config": MedVLVisionConfig, "text_config": MedVLTextConfig}
+
+    vision_config: dict | MedVLVisionConfig | None = None
+    text_config: dict | MedVLTextConfig | None = None
+    projection_dim: int = 512
+    fusion_type: str = "cross_attention"
+    num_fusion_layers: int = 2
+    num_decoder_layers: int = 2
+    logit_scale_init_value: float = 2.6592
+    logit_scale_max: float = 100.0
+    itc_weight: float = 1.0
+    mlm_weight: float = 1.0
+    itm_weight: float = 1.0
+    mlm_probability: float = 0.15
+    classifier_dropout: float = 0.0
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)  # builds the sub-configs
+        self.check_fields()
+
+    def check_fields(self):
+        """Invalid combinations fail here with a `ValueError`, not deep inside a forward pass."""
+        if self.fusion_type not in FUSION_TYPES:
+            raise ValueError(f"fusion_type must be one of {FUSION_TYPES}, got {self.fusion_type!r}.")
+        if self.fusion_type != "none" and self.num_fusion_layers < 1:
+            raise ValueError(f"fusion_type={self.fusion_type!r} needs num_fusion_layers >= 1, got {self.num_fusion_layers}.")
+        if self.num_decoder_layers < 1:
+            raise ValueError(f"num_decoder_layers must be >= 1, got {self.num_decoder_layers}.")
+        if self.projection_dim <= 0:
+            raise ValueError(f"projection_dim must be positive, got {self.projection_dim}.")
+        for name in ("itc_weight", "mlm_weight", "itm_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.logit_scale_max <= 0:
+            raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}.")
+        text_config = self.text_config
+        if self.mlm_weight > 0:
+            if text_config.is_causal:
+                raise ValueError(
+                    "mlm_weight > 0 needs a bidirectional text tower, but text_config.is_causal=True "
+                    "(a causal CLIP-style tower): set mlm_weight=0."
+                )
+            if text_config.mask_token_id is None:
+                raise ValueError("mlm_weight > 0 needs text_config.mask_token_id.")
+        if self.itm_weight > 0 and self.fusion_type == "none":
+            raise ValueError("itm_weight > 0 needs fusion layers, but fusion_type='none': set itm_weight=0.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MedVLConfig":
+        """Build the config of a named variant. `overrides` replace top-level fields; pass `vision_config` /
+        `text_config` dicts to change fields of a tower (merged into the preset's)."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown MedVL preset {name!r}; choose one of {sorted(PRESETS)}.")
+        preset = copy.deepcopy(PRESETS[name])
+        for key in ("vision_config", "text_config"):
+            preset[key].update(overrides.pop(key, None) or {})
+        preset.update(overrides)
+        return cls(**preset)
+
+
+_BERT_BASE_TEXT = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "is_causal": False,
+    "pad_token_id": 0,
+    "bos_token_id": 101,
+    "eos_token_id": 102,
+    "mask_token_id": 103,
+}
+
+# The papers' variants, plus "tiny" for tests and CPU learning checks.
+PRESETS = {
+    "tiny": {
+        "vision_config": {
+            "backbone": "vit_tiny_patch16_224",
+            "backbone_kwargs": {"embed_dim": 128, "depth": 3, "num_heads": 4, "patch_size": 8},
+            "image_size": 64,
+        },
+        "text_config": {
+            "vocab_size": 1000,
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 256,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "mask_token_id": 3,
+        },
+        "projection_dim": 64,
+        "num_fusion_layers": 1,
+        "num_decoder_layers": 1,
+    },
+    "swin-base-384": {
+        "vision_config": {"backbone": "swin_base_patch4_window12_384", "image_size": 384},
+        "text_config": dict(_BERT_BASE_TEXT),
+        "projection_dim": 512,
+        "num_fusion_layers": 6,
+        "num_decoder_layers": 6,
+    },
+    "swin-base-512": {
+        # 512 px: 128x128 patches after the stem; windows of 16 tile every stage exactly.
+        "vision_config": {
+            "backbone": "swin_base_patch4_window12_384",
+            "backbone_kwargs": {"window_size": 16},
+            "image_size": 512,
+        },
+        "text_config": dict(_BERT_BASE_TEXT),
+        "projection_dim": 512,
+        "num_fusion_layers": 6,
+        "num_decoder_layers": 6,
+    },
+    "vit-l14-336": {
+        "vision_config": {"backbone": "vit_large_patch14_clip_336", "image_size": 336},
+        "text_config": {
+            "vocab_size": 49408,
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "is_causal": True,
+            "pad_token_id": 49407,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "mask_token_id": None,
+        },
+        "projection_dim": 768,
+        "mlm_weight": 0.0,
+        "num_fusion_layers": 6,
+        "num_decoder_layers": 6,
+    },
+}
+
+MedVLConfig.register_for_auto_class()
+
+__all__ = ["MedVLConfig", "MedVLTextConfig", "MedVLVisionConfig"]

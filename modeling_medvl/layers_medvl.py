@@ -1,0 +1,286 @@
+"""Transformer building blocks of MedVL's text tower, fusion layers and report decoder (BERT-style, post-LayerNorm)."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_medvl import MedVLTextConfig
+
+
+def additive_attention_mask(
+    key_padding_mask: torch.Tensor | None,
+    query_length: int,
+    key_length: int,
+    is_causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    past_length: int = 0,
+) -> torch.Tensor | None:
+    """Build a `(batch, 1, query_length, key_length)` additive mask (0 = attend, dtype-min = blocked).
+
+    `key_padding_mask` is `(batch, key_length)` with 1 for real tokens. Queries are the last `query_length`
+    positions of the keys (offset `past_length`) when causal. Both eager and SDPA attention add this same mask, so
+    they agree; the dtype minimum rather than -inf keeps fully padded rows finite.
+    """
+    if key_padding_mask is None and not is_causal:
+        return None
+    blocked = torch.zeros(1, 1, query_length, key_length, dtype=torch.bool, device=device)
+    if is_causal:
+        query_positions = torch.arange(query_length, device=device)[:, None] + past_length
+        blocked = blocked | (torch.arange(key_length, device=device)[None, :] > query_positions)
+    if key_padding_mask is not None:
+        blocked = blocked | (key_padding_mask[:, None, None, :] == 0)
+    return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class MedVLAttention(nn.Module):
+    """Multi-head attention; self-attention, or cross-attention when `key_value_states` (width `kv_dim`) are given."""
+
+    def __init__(self, config: MedVLTextConfig, kv_dim: int | None = None, layer_idx: int | None = None):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_probs_dropout_prob
+        # Masks are always explicit (see `additive_attention_mask`), so SDPA must not add its own causal mask.
+        self.is_causal = False
+        kv_dim = kv_dim or config.hidden_size
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(kv_dim, config.hidden_size)
+        self.v_proj = nn.Linear(kv_dim, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        key_value_states: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns `(output, attention weights or None)`. With `past_key_values` (self-attention of a decoder), the
+        new keys/values are appended to the cache and attention runs over all cached positions."""
+        batch, length, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        source = hidden_states if key_value_states is None else key_value_states
+        key = self.k_proj(source).view(batch, source.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.v_proj(source).view(batch, source.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+        )
+        attn_output = self.out_proj(attn_output.reshape(batch, length, -1).contiguous())
+        return attn_output, attn_weights
+
+
+class MedVLLayer(GradientCheckpointingLayer):
+    """Post-LayerNorm transformer layer: self-attention, optional cross-attention to image tokens, feed-forward.
+
+    Weight layout follows BERT's layer one to one, so a BERT checkpoint maps onto the text tower exactly.
+    """
+
+    def __init__(self, config: MedVLTextConfig, cross_attention_dim: int | None = None, layer_idx: int | None = None):
+        super().__init__()
+        self.self_attn = MedVLAttention(config, layer_idx=layer_idx)
+        self.self_attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.cross_attn = None
+        if cross_attention_dim is not None:
+            self.cross_attn = MedVLAttention(config, kv_dim=cross_attention_dim)
+            self.cross_attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns `(hidden_states, self-attention weights or None)`."""
+        attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, None, past_key_values)
+        hidden_states = self.self_attn_norm(hidden_states + self.dropout(attn_output))
+        if self.cross_attn is not None:
+            if encoder_hidden_states is None:
+                raise ValueError("This layer cross-attends to image tokens, but none were given.")
+            cross_output, _ = self.cross_attn(hidden_states, encoder_attention_mask, encoder_hidden_states)
+            hidden_states = self.cross_attn_norm(hidden_states + self.dropout(cross_output))
+        ffn_output = self.fc2(self.activation(self.fc1(hidden_states)))
+        hidden_states = self.ffn_norm(hidden_states + self.dropout(ffn_output))
+        return hidden_states, attn_weights
+
+
+class MedVLTextEmbeddings(nn.Module):
+    """Token + learned absolute position embeddings, LayerNorm, dropout (BERT-style)."""
+
+    def __init__(self, config: MedVLTextConfig):
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_length: int = 0,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        length = inputs_embeds.shape[1]
+        if past_length + length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Text of {past_length + length} tokens is longer than the position table "
+                f"(max_position_embeddings={self.config.max_position_embeddings}): truncate it to at most "
+                f"{self.config.max_position_embeddings} tokens."
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None]
+        embeddings = inputs_embeds + self.position_embeddings(position_ids)
+        return self.dropout(self.norm(embeddings))
+
+
+class MedVLTextEncoder(nn.Module):
+    """Embeddings + a stack of `MedVLLayer`s. Serves as the text tower (bidirectional or causal) and, with
+    `cross_attention_dim`, as the causal report decoder that cross-attends to image tokens."""
+
+    def __init__(
+        self,
+        config: MedVLTextConfig,
+        num_layers: int | None = None,
+        is_causal: bool | None = None,
+        cross_attention_dim: int | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.is_causal = config.is_causal if is_causal is None else is_causal
+        self.embeddings = MedVLTextEmbeddings(config)
+        num_layers = config.num_hidden_layers if num_layers is None else num_layers
+        self.layers = nn.ModuleList(
+            [MedVLLayer(config, cross_attention_dim, layer_idx=index) for index in range(num_layers)]
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """`pooler_output` is the state of the first token (bidirectional) or of the last real token (causal).
+        A `past_key_values` cache (decoder generation) receives each layer's new self-attention keys/values."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds to the text tower.")
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, past_length)
+        batch, length = hidden_states.shape[:2]
+        if attention_mask is not None and attention_mask.shape != (batch, past_length + length):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(batch, past_length + length)} "
+                "to match input_ids (plus cached tokens)."
+            )
+        mask = additive_attention_mask(
+            attention_mask, length, past_length + length, self.is_causal, hidden_states.dtype, hidden_states.device,
+            past_length,
+        )
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attn_weights = layer(hidden_states, mask, encoder_hidden_states, None, past_key_values)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            pooler_output=pool_text_states(hidden_states, attention_mask, self.is_causal),
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            past_key_values=past_key_values,
+        )
+
+
+def pool_text_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+    """First token ([CLS]) for a bidirectional tower; last real token (end of text) for a causal one."""
+    if not is_causal:
+        return hidden_states[:, 0]
+    if attention_mask is None:
+        return hidden_states[:, -1]
+    # Index of the last 1 in each row (works for right padding; left padding ends at the last column anyway).
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (positions * attention_mask[:, -hidden_states.shape[1] :].to(positions.dtype)).argmax(dim=1)
+    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
+
+
+class MedVLLMHead(nn.Module):
+    """BERT-style prediction head: dense + activation + LayerNorm, then a vocabulary projection (tied to the
+    token embeddings when `tie_word_embeddings`)."""
+
+    def __init__(self, config: MedVLTextConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.activation(self.dense(hidden_states))))
+
+
+__all__ = [
+    "MedVLAttention",
+    "MedVLLayer",
+    "MedVLLMHead",
+    "MedVLTextEmbeddings",
+    "MedVLTextEncoder",
+    "additive_attention_mask",
+    "pool_text_states",
+]
