@@ -1,6 +1,6 @@
 """WebDataset tar shards: image–text samples for data sets too large for one disk.
 
-A shard is a plain tar file whose members are grouped into samples by key (the member path up to
+A shard is a plain (uncompressed) tar file whose members are grouped into samples by key (the member path up to
 the first dot of its file name): `000123.jpg` + `000123.txt` [+ `000123.json`] is one sample.
 `load_webdataset` streams shards (one generator shard per tar file, so DataLoader workers split
 them), with an optional shuffle buffer and a resumable position; `write_webdataset` converts any
@@ -67,11 +67,20 @@ def resolve_shards(source) -> list:
     return shards
 
 
+def _ends_cleanly(shard: str, offset: int) -> bool:
+    """Whether a full zero block (tar's end-of-archive marker) sits where reading stopped: tarfile
+    ends iteration silently at a header cut short, so a truncated shard is only seen this way."""
+    with open(shard, "rb") as handle:
+        handle.seek(offset)
+        block = handle.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0")
+
+
 def _samples_of_shard(shard: str, issues):
     """Yield (key, {extension: bytes}) for consecutive members sharing a key; a corrupt tail is counted."""
     key, sample = None, {}
     try:
-        with tarfile.open(shard, "r|*") as archive:
+        with tarfile.open(shard, "r|") as archive:
             for member in archive:
                 if not member.isfile():
                     continue
@@ -84,6 +93,8 @@ def _samples_of_shard(shard: str, issues):
                     key, sample = member_key, {}
                 if dot:
                     sample[extension.lower()] = archive.extractfile(member).read()
+            if not _ends_cleanly(shard, archive.offset):
+                raise tarfile.ReadError(f"truncated at byte {archive.offset}")
     except (tarfile.TarError, OSError, EOFError) as error:
         issues.skip(f"{Path(shard).name} after key {key}", "corrupt shard", f"{type(error).__name__}: {error}")
         return
