@@ -210,6 +210,8 @@ ABBREVIATIONS = {
 
 # Plurals that are not the expansion plus "s".
 PLURALS = {
+    "PTX": "pneumothoraces",
+    "HTX": "hemothoraces",
     "MPA": "main pulmonary arteries",
     "LN": "lymph nodes",
     "MI": "myocardial infarctions",
@@ -287,6 +289,7 @@ _PROJECTION_CUES = {"view", "views", "frontal", "lateral", "lat", "projection", 
 
 CONTEXTUAL = {
     "PA": [
+        ("pulmonary artery", None, r"\b(?:right|left|main|proximal|distal|descending)\s*$", None),
         ("posteroanterior", _PROJECTION_AFTER, r"(?:\b(?:upright|erect|frontal|standing|single)\s*|(?:ap|lat|lateral)\s*(?:and|&|/)\s*)$", None),
         ("pulmonary artery", None, None, _PA_ARTERY_CUES),
         ("posteroanterior", None, None, _PROJECTION_CUES),

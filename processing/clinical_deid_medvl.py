@@ -6,7 +6,7 @@ Replaced (in this order, so that a longer identifier is taken whole before its p
 2. e-mail addresses and URLs;
 3. record identifiers after a keyword (MRN, medical record number, accession number, patient ID,
    unit/case/study/order number, ...): the keyword stays, the value goes ("MRN: [DEID]");
-4. phone and pager numbers (North-American and international digit groups, "pager 12345",
+4. phone and pager numbers (North-American and "+"-prefixed international digit groups, "pager 12345",
    "ext. 4411");
 5. dates: numeric (03/12/2019, 2019-03-12, 3.12.19, 12/2019), with month names (March 3, 2019;
    3rd of March; Mar 2019; 12-Mar-2019), weekdays, and years 1900-2099 standing alone;
@@ -14,7 +14,8 @@ Replaced (in this order, so that a longer identifier is taken whole before its p
 7. ages over 89 (HIPAA): "92-year-old" -> "[DEID]-year-old";
 8. any remaining run of five or more digits and letter-prefixed codes such as "A1234567";
 9. names after a title (Dr., Mr., Mrs., Ms., Miss, Prof., Nurse; any case; the title stays) and
-   after reporting verbs ("discussed with John Smith", "signed by ...").
+   after reporting verbs ("discussed with John Smith", "signed by ..."), and before a
+   credential ("Jane Doe, RN", "John Smith MD").
 
 Consecutive tokens separated only by spaces or punctuation collapse into one.
 Measurements ("1.5 cm", "3-4 mm", "T4-T5") are left alone: the digit patterns require the
@@ -52,6 +53,13 @@ def _title_replacement(match):
     return title + DEID_TOKEN
 
 
+def _keep_full_stop(match):
+    # "at 9 p.m. Call ..." : the last period of "p.m." also ends the sentence; keep it.
+    text, end = match.string, match.end()
+    ends_sentence = end == len(text) or text[end:].lstrip()[:1].isupper()
+    return DEID_TOKEN + "." if match.group(0).endswith(".") and ends_sentence else DEID_TOKEN
+
+
 # (pattern, replacement): replacement may keep a leading group (a keyword or a title).
 _RULES = [
     (r"_{2,}", DEID_TOKEN),
@@ -59,6 +67,7 @@ _RULES = [
     (r"(?i)\b(?:https?://|www\.)\S+", DEID_TOKEN),
     (r"(?i)(\b" + _ID_KEYWORDS + r"\s*[:#]?\s*(?:is\s+)?)[A-Z]{0,4}\d[A-Z0-9-]*", r"\1" + DEID_TOKEN),
     (r"(?<![\w.])(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w.]?\d)", DEID_TOKEN),
+    (r"(?<![\w.])\+\d{1,3}(?:[\s.-]?\(?\d{2,4}\)?){2,4}(?![\w.]?\d)", DEID_TOKEN),
     (
         r"(?i)(\b(?:pager|beeper|pgr|ext|extension|phone|tel|telephone|cell|fax|contact)\.?\s*"
         r"(?:#|no\.?|number)?\s*:?\s*)\d[\d-]{2,}\d",
@@ -70,9 +79,9 @@ _RULES = [
     (r"(?<![\d.])\d{1,4}([/.-])\d{1,2}\1\d{2,4}(?![\d.]?\d)", DEID_TOKEN),
     (r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN),
     (r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b", DEID_TOKEN),
-    (r"(?i)(?<![\d.])\d{1,2}[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)", DEID_TOKEN),
+    (r"(?i)(?<![\d.])\d{1,2}[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)", _keep_full_stop),
     (r"(?<![\d.:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])(?:\s*(?:h|hrs|hours)\b)?", DEID_TOKEN),
-    (r"(?i)(?<![\d.])\d{1,2}\s*[ap]\.?m\.?(?!\w)", DEID_TOKEN),
+    (r"(?i)(?<![\d.])\d{1,2}\s*[ap]\.?m\.?(?!\w)", _keep_full_stop),
     (r"(?i)(?<![\d.])\d{4}\s*(?:h|hrs|hours)\b", DEID_TOKEN),
     (r"(?<![\d.])(?:19|20)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
     (r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)", DEID_TOKEN),
@@ -84,10 +93,15 @@ _RULES = [
         _title_replacement,
     ),
     (
-        r"(\b(?:discussed\s+with|communicated\s+(?:to|with)|conveyed\s+to|spoke\s+(?:with|to)|"
+        r"(\b(?i:discussed\s+with|communicated\s+(?:to|with)|conveyed\s+to|spoke\s+(?:with|to)|"
         r"notified|paged|informed|signed\s+by|dictated\s+by|reported\s+to|read\s+by)\s+)"
         r"[A-Z][a-z'\u2019-]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'\u2019-]+\b",
         r"\1" + DEID_TOKEN,
+    ),
+    (
+        r"\b[A-Z][a-z'\u2019-]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'\u2019-]+"
+        r"(?=,?\s+(?:MD|M\.D\.|RN|R\.N\.|NP|PA-C|DO|PhD|FRCR)\b)",
+        DEID_TOKEN,
     ),
 ]
 _COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in _RULES]

@@ -33,7 +33,7 @@ SPELLING_RULES = [
     (r"\bgrey\b", "gray"),
     (r"\bmanoeuvre", "maneuver"),
     (r"\b(locali|visuali|characteri|stabili|hospitali|immobili|organi|recogni|minimi|"
-     r"catheteri|emphasi|normali|generali|opacifi)s(?=e|ed|es|ing|ation|ations)\b", r"\1z"),
+     r"catheteri|emphasi|normali|generali)s(?=(?:e|ed|es|ing|ation|ations)\b)", r"\1z"),
 ]
 
 # Synonyms -> one preferred term. Keys are regexes matched case-insensitively from a word start

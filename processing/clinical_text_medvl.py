@@ -97,16 +97,14 @@ def _alternation(keys):
     return "|".join(re.escape(key) for key in sorted(keys, key=len, reverse=True))
 
 
-_ALL_UPPER = list(ABBREVIATIONS) + list(CONTEXTUAL)
-_ALNUM_END = [key for key in _ALL_UPPER if key[-1].isalnum()]
-_OTHER_END = [key for key in _ALL_UPPER if not key[-1].isalnum()]
+# Table keys all end in a letter or digit (checked by the tests), so one word boundary fits all.
+_UPPER_KEYS = list(ABBREVIATIONS) + list(CONTEXTUAL)
+# Shorthand first: "R/O" must reach "r/o" before the lone "R" is tried.
 _ALTERNATIVES = [
-    r"(?P<word>" + _alternation(_ALNUM_END) + r")(?P<plural>s)?(?![\w/])",
-    r"(?P<short>(?i:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])",
     r"(?P<shortsym>(?i:" + _alternation([k for k in SHORTHAND if not k[-1].isalnum()]) + r"))",
+    r"(?P<short>(?i:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])",
+    r"(?P<word>" + _alternation(_UPPER_KEYS) + r")(?P<plural>s)?(?!\w)",
 ]
-if _OTHER_END:
-    _ALTERNATIVES.insert(1, r"(?P<symbol>" + _alternation(_OTHER_END) + r")")
 _ABBREVIATION_RE = re.compile(r"(?<![\w/.-])(?:" + "|".join(_ALTERNATIVES) + r")")
 _COMPILED_CONTEXT = {
     abbreviation: [
@@ -121,7 +119,7 @@ _COMPILED_CONTEXT = {
 _GREATER_THAN_RE = re.compile(r"(?<![\w/])([LR])\s*>\s*([LR])(?![\w/])")
 _SIDE = {"L": "left", "R": "right"}
 _WORD_RE = re.compile(r"[A-Za-z][\w'-]*")
-_SENTENCE_START_RE = re.compile(r"(?:^|[.!?:;\n]\s*)$")
+_SENTENCE_START_RE = re.compile(r"(?:^|[.!?:]\s*)$")
 
 
 def expand_abbreviations(text):
@@ -151,8 +149,6 @@ def _expand(match, text):
             expansion = ABBREVIATIONS[abbreviation]
         if match.group("plural"):
             expansion = PLURALS.get(abbreviation, expansion + "s")
-    elif match.groupdict().get("symbol"):
-        expansion = ABBREVIATIONS[match.group("symbol")]
     else:
         expansion = _CASE_INSENSITIVE[match.group(0).lower()]
     return _fit_case(expansion, text, match.start(), match.end())
