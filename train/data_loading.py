@@ -1,0 +1,223 @@
+"""Pretraining data: `--data` sources, a global-batch sampler, and the collator that runs the joint
+augmentation, the processor and MLM masking inside the dataloader workers.
+
+Every random choice made for a sample (augmentation, masked positions) comes from a generator
+seeded by (run seed, epoch, sample index). A sample therefore looks the same whichever rank,
+worker or micro-batch processes it: runs with 1 or 2 processes, or resumed from a checkpoint,
+see identical global batches.
+"""
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from modeling_medvl.losses_medvl import IGNORE_INDEX, mask_tokens
+
+SOURCE_KINDS = ("mimic-cxr", "openi", "pairs", "saved", "wds", "synthcxr")
+
+
+@dataclass
+class DataSpec:
+    kind: str
+    location: str = ""
+    options: dict = field(default_factory=dict)
+
+
+def parse_data_spec(spec: str) -> DataSpec:
+    """`kind:location`, or `synthcxr:n=2000,size=64,seed=0`."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in SOURCE_KINDS:
+        raise ValueError(f"--data {spec!r}: expected KIND:LOCATION with KIND one of {SOURCE_KINDS}")
+    if kind != "synthcxr":
+        if not rest:
+            raise ValueError(f"--data {spec!r}: missing the location after '{kind}:'")
+        return DataSpec(kind, rest)
+    options = {"n": 2000, "size": 64, "seed": 0}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in options:
+            raise ValueError(f"--data {spec!r}: synthcxr options are n=, size=, seed= (got {item!r})")
+        try:
+            options[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--data {spec!r}: {key} must be an integer, got {value!r}") from None
+    if options["n"] < 1 or options["size"] < 8:
+        raise ValueError(f"--data {spec!r}: need n >= 1 and size >= 8")
+    return DataSpec(kind, options=options)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def mask_rows(input_ids, attention_mask, seeds, mask_token_id, vocab_size, special_ids, probability):
+    """MLM masking of each row from its own seed, on its unpadded tokens (so the choice does not depend
+    on how long the other reports of its micro-batch are)."""
+    mlm_input_ids = input_ids.clone()
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    for row, seed in enumerate(seeds):
+        real = attention_mask[row].bool()
+        masked, row_labels = mask_tokens(
+            input_ids[row, real][None], None, mask_token_id, vocab_size, special_ids, probability,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        mlm_input_ids[row, real] = masked[0]
+        labels[row, real] = row_labels[0]
+    return mlm_input_ids, labels
+
+
+class PretrainCollator:
+    """(index, row) items -> model inputs: augmentation, processor, MLM masking (runs in workers)."""
+
+    def __init__(self, processor, augmentation=None, mlm_probability: Optional[float] = 0.15, max_length=256, seed=0):
+        self.processor = processor
+        self.augmentation = augmentation
+        self.mlm_probability = mlm_probability
+        self.max_length = max_length
+        self.seed = seed
+        self.epoch = 0
+        tokenizer = processor.tokenizer
+        self.mask_token_id = tokenizer.mask_token_id
+        self.special_ids = sorted(set(tokenizer.all_special_ids))
+        self.vocab_size = len(tokenizer)
+        if mlm_probability and self.mask_token_id is None:
+            raise ValueError("MLM needs a tokenizer with a mask token; this tokenizer has none")
+
+    def __call__(self, items):
+        images, reports, seeds = [], [], []
+        for index, row in items:
+            seed = sample_seed(self.seed, self.epoch, index)
+            image, report = row["image"], row["report"]
+            if self.augmentation is not None:
+                image, report = self.augmentation(image, report, rng=random.Random(seed))
+            images.append(image)
+            reports.append(report)
+            seeds.append(seed)
+        batch = self.processor(
+            images=images, text=reports, padding=True, truncation=True, max_length=self.max_length,
+            return_tensors="pt",
+        )
+        inputs = {
+            "pixel_values": batch["pixel_values"],
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+        }
+        if self.mlm_probability:
+            inputs["mlm_input_ids"], inputs["mlm_labels"] = mask_rows(
+                batch["input_ids"], batch["attention_mask"], seeds, self.mask_token_id, self.vocab_size,
+                self.special_ids, self.mlm_probability,
+            )
+        return inputs
+
+
+class IndexedRows(Dataset):
+    """A map-style data set whose items carry their index (the collator seeds each sample from it)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return index, self.dataset[index]
+
+
+class GlobalBatchSampler:
+    """This rank's micro-batches of one epoch, from a global order that ignores the process count.
+
+    The epoch's permutation is cut into global batches of `per_device x processes x accumulation`
+    rows; rank r takes rows [r*K*b, (r+1)*K*b) of each and splits them into K micro-batches.
+    Incomplete global batches at the end of an epoch are dropped.
+    """
+
+    def __init__(self, num_rows, per_device_batch_size, num_processes, rank, accumulation_steps, seed, epoch=0,
+                 start_step=0):
+        self.num_rows = num_rows
+        self.micro = per_device_batch_size
+        self.processes = num_processes
+        self.rank = rank
+        self.accumulation = accumulation_steps
+        self.global_batch = per_device_batch_size * num_processes * accumulation_steps
+        self.seed = seed
+        self.epoch = epoch
+        self.start_step = start_step
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the training set has {num_rows} rows, fewer than one global batch of {self.global_batch}"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_rows // self.global_batch
+
+    def __len__(self):
+        return (self.steps_per_epoch - self.start_step) * self.accumulation
+
+    def __iter__(self):
+        order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        local = self.accumulation * self.micro
+        for step in range(self.start_step, self.steps_per_epoch):
+            rows = order[step * self.global_batch : (step + 1) * self.global_batch]
+            mine = rows[self.rank * local : (self.rank + 1) * local]
+            for micro in range(self.accumulation):
+                yield mine[micro * self.micro : (micro + 1) * self.micro].tolist()
+
+
+class IndexedStream(IterableDataset):
+    """A streamed data set as (index, row) pairs; the index is a content hash (stable under resume)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __iter__(self):
+        for row in self.stream:
+            key = f"{row.get('__key__', '')}|{row.get('study_id', '')}|{row['report']}"
+            yield zlib.crc32(key.encode()), row
+
+
+def make_map_loader(dataset, collator, sampler: GlobalBatchSampler, num_workers: int):
+    return DataLoader(
+        IndexedRows(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=num_workers,
+        persistent_workers=False,
+    )
+
+
+def make_stream_loader(stream, collator, per_device_batch_size: int, num_workers: int):
+    return DataLoader(
+        IndexedStream(stream), batch_size=per_device_batch_size, collate_fn=collator, num_workers=num_workers,
+        drop_last=True,
+    )
+
+
+def micro_batch_groups(loader, accumulation_steps: int):
+    """Group a loader's micro-batches into lists of `accumulation_steps` (one optimizer step each)."""
+    group = []
+    for micro_batch in loader:
+        group.append(micro_batch)
+        if len(group) == accumulation_steps:
+            yield group
+            group = []
+
+
+def synthcxr_cache_folder(cache_root, options: dict) -> Path:
+    return Path(cache_root) / f"synthcxr-n{options['n']}-size{options['size']}-seed{options['seed']}"
+
+
+__all__ = [
+    "DataSpec",
+    "parse_data_spec",
+    "sample_seed",
+    "mask_rows",
+    "PretrainCollator",
+    "GlobalBatchSampler",
+    "make_map_loader",
+    "make_stream_loader",
+    "micro_batch_groups",
+]

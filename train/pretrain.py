@@ -1,0 +1,372 @@
+"""Pretrain MedVL on image-report pairs: contrastive (exact over the whole global batch) + MLM + ITM.
+
+    accelerate launch train/pretrain.py --config train/configs/pretrain_swin384.yaml \\
+        --data mimic-cxr:/data/mimic-cxr-jpg --output_dir runs/p1
+    accelerate launch --multi_gpu --num_processes 8 train/pretrain.py ... --global_batch_size 2048
+    accelerate launch train/pretrain.py ... --resume_from runs/p1/checkpoint-last
+
+The run folder gets run_config.yaml (every argument, re-usable with --config), the tokenizer,
+metrics.jsonl (every step), TensorBoard logs, checkpoint-<step>/ (+ checkpoint-last,
+checkpoint-best), loss_curve.png and train_summary.json.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from tqdm.auto import tqdm
+
+from modeling_medvl import MedVLForPreTraining, contrastive_loss
+from processing.augmentation import JointAugmentation
+from train import checkpointing as ckpt
+from train.contrastive_accumulation import ExactAccumulationStep
+from train.data_loading import (
+    GlobalBatchSampler,
+    PretrainCollator,
+    make_map_loader,
+    make_stream_loader,
+    micro_batch_groups,
+)
+from train.data_sources import default_validation_spec, load_source, load_training_data
+from train.logging_utils import LOSS_CURVE_FILE, MetricsHistory, get_logger, plot_loss_curves, tensorboard_hparams
+from train.optim import build_optimizer, build_scheduler
+from train.pretrain_setup import build_model, build_processor, prepare_tokenizer, preset_config
+from train.run_config import (
+    args_as_dict,
+    parse_pretrain_args,
+    resolve_accumulation,
+    resolve_warmup_steps,
+    save_run_config,
+)
+from train.zero_shot_eval import evaluate_pretraining, load_prompts
+
+logger = get_logger()
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row: the run is diverging."""
+
+
+class PretrainingRun:
+    def __init__(self, model_args, data_args, train_args, after_checkpoint=None):
+        self.model_args, self.data_args, self.args = model_args, data_args, train_args
+        self.after_checkpoint = after_checkpoint
+        self.output_dir = Path(train_args.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator = Accelerator(
+            mixed_precision=train_args.mixed_precision,
+            log_with=None if train_args.report_to == "none" else train_args.report_to,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tensorboard")
+            ),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train_args.ddp_find_unused_parameters)],
+        )
+        acc = self.accelerator
+        self.accumulation, self.global_batch = resolve_accumulation(
+            train_args.per_device_batch_size, acc.num_processes, train_args.gradient_accumulation_steps,
+            train_args.global_batch_size,
+        )
+        set_seed(train_args.seed)
+        self.history = MetricsHistory(self.output_dir)
+        self.state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": None, "best_step": None,
+                      "evals_without_improvement": 0, "consecutive_nonfinite": 0, "skipped_steps": 0}
+        self._setup_data_and_model()
+        self._setup_optimization()
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _setup_data_and_model(self):
+        acc, data_args, args = self.accelerator, self.data_args, self.args
+        cache = self.output_dir / "data_cache"
+        self.train_data = load_training_data(
+            data_args.data, cache, acc, args.seed, data_args.shuffle_buffer, num_workers=data_args.num_workers
+        )
+        self.streaming = isinstance(self.train_data, datasets.IterableDataset)
+        resume = ckpt.resolve_checkpoint(args.resume_from) if args.resume_from else None
+        self.resume_checkpoint = resume
+        text_config = preset_config(self.model_args).text_config
+        if resume is not None and not data_args.tokenizer:
+            data_args.tokenizer = str(resume)  # the checkpoint holds the run's tokenizer
+        self.tokenizer = prepare_tokenizer(data_args, text_config, self.train_data, self.output_dir, acc)
+        if resume is not None:
+            self.model = MedVLForPreTraining.from_pretrained(str(resume))
+            if self.model_args.gradient_checkpointing:
+                self.model.gradient_checkpointing_enable()
+        else:
+            self.model = build_model(self.model_args, self.tokenizer)
+        config = self.model.config
+        self.processor = build_processor(self.tokenizer, config.vision_config.image_size)
+        mlm_probability = data_args.mlm_probability if config.mlm_weight > 0 else None
+        augmentation = JointAugmentation() if data_args.augment else None
+        self.collator = PretrainCollator(
+            self.processor, augmentation, mlm_probability, data_args.max_text_length, args.seed
+        )
+        validation_spec = data_args.validation_data or default_validation_spec(data_args.data, data_args.validation_size)
+        self.validation_data = None
+        if validation_spec and args.eval_steps:
+            self.validation_data = load_source(validation_spec, cache, acc, num_workers=data_args.num_workers)
+        elif args.eval_steps:
+            logger.warning("no --validation_data: zero-shot evaluation and early stopping are off")
+        self.prompts = load_prompts(data_args.zero_shot_prompts)
+
+        if self.streaming:
+            if not args.max_steps:
+                raise ValueError("--max_steps is required with streamed (wds:) data, whose length is unknown")
+            self.steps_per_epoch = None
+            self.max_steps = args.max_steps
+        else:
+            self.steps_per_epoch = len(self.train_data) // self.global_batch
+            if self.steps_per_epoch == 0:
+                raise ValueError(
+                    f"the training set has {len(self.train_data)} rows, fewer than one global batch of {self.global_batch}"
+                )
+            self.max_steps = args.max_steps or max(1, math.floor(self.steps_per_epoch * args.num_epochs))
+        self.warmup_steps = resolve_warmup_steps(self.max_steps, args.warmup_steps, args.warmup_ratio)
+
+    def _setup_optimization(self):
+        acc, args = self.accelerator, self.args
+        optimizer = build_optimizer(
+            self.model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2), args.adam_epsilon
+        )
+        # The scheduler stays outside accelerate: a prepared one steps once per process per step.
+        self.scheduler = build_scheduler(optimizer, self.warmup_steps, self.max_steps)
+        model = torch.compile(self.model) if self.model_args.torch_compile else self.model
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        config = self.unwrapped.config
+        weights = {name: getattr(config, f"{name}_weight") for name in ("itc", "mlm", "itm")}
+        if config.fusion_type == "none":
+            weights["itm"] = 0.0
+        self.step_fn = ExactAccumulationStep(acc, contrastive_loss, weights)
+        if self.resume_checkpoint is not None:
+            self._load_training_state(self.resume_checkpoint)
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
+    def _resolved_values(self):
+        return {
+            "num_processes": self.accelerator.num_processes,
+            "gradient_accumulation_steps": self.accumulation,
+            "global_batch_size": self.global_batch,
+            "max_steps": self.max_steps,
+            "warmup_steps": self.warmup_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "vocab_size": len(self.tokenizer),
+            "train_rows": None if self.streaming else len(self.train_data),
+            "model_config": self.unwrapped.config.to_diff_dict(),
+        }
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def _write_model_files(self, folder):
+        self.unwrapped.save_pretrained(str(folder))
+        self.processor.save_pretrained(str(folder))
+
+    def _write_checkpoint_files(self, folder):
+        self._write_model_files(folder)
+        torch.save(self.optimizer.state_dict(), folder / ckpt.OPTIMIZER_STATE)
+        torch.save(self.scheduler.state_dict(), folder / ckpt.SCHEDULER_STATE)
+        if self.accelerator.scaler is not None:
+            torch.save(self.accelerator.scaler.state_dict(), folder / "scaler.pt")
+        state = dict(self.state, global_batch_size=self.global_batch, num_processes=self.accelerator.num_processes)
+        (folder / ckpt.TRAINER_STATE).write_text(json.dumps(state, indent=2))
+
+    def _load_training_state(self, folder):
+        saved = ckpt.load_trainer_state(folder)
+        if saved["global_batch_size"] != self.global_batch:
+            raise ValueError(
+                f"--resume_from {folder}: the checkpoint was trained with global batch {saved['global_batch_size']}, "
+                f"this run has {self.global_batch}; exact resume needs the same global batch"
+            )
+        self.optimizer.load_state_dict(torch.load(folder / ckpt.OPTIMIZER_STATE, weights_only=False))
+        self.scheduler.load_state_dict(torch.load(folder / ckpt.SCHEDULER_STATE, weights_only=False))
+        if self.accelerator.scaler is not None and (folder / "scaler.pt").is_file():
+            self.accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=False))
+        self.state.update({key: saved[key] for key in self.state})
+        rng = ckpt.load_rng_state(folder, self.accelerator.process_index)
+        if rng is None:
+            logger.warning(f"{folder} has no RNG state for rank {self.accelerator.process_index}: dropout will differ")
+        else:
+            ckpt.restore_rng_state(rng)
+        if self.accelerator.is_main_process:
+            self.history.truncate_after(self.state["step"])
+        logger.info(f"resumed from {folder} at step {self.state['step']}")
+
+    def _save_step_checkpoint(self):
+        step = self.state["step"]
+        path = ckpt.save_checkpoint(
+            self.accelerator, self.output_dir, step, self._write_checkpoint_files, self.args.save_total_limit
+        )
+        if self.after_checkpoint is not None:
+            self.after_checkpoint(step, path)
+
+    # ------------------------------------------------------------------------------------- data
+    def _epoch_batches(self):
+        acc, args, state = self.accelerator, self.args, self.state
+        self.collator.epoch = state["epoch"]
+        workers = self.data_args.num_workers
+        if self.streaming:
+            from datasets.distributed import split_dataset_by_node
+
+            stream = split_dataset_by_node(self.train_data, acc.process_index, acc.num_processes)
+            stream.set_epoch(state["epoch"])
+            consumed = state["step_in_epoch"] * self.accumulation * args.per_device_batch_size
+            workers = min(workers, stream.num_shards)
+            loader = make_stream_loader(stream.skip(consumed), self.collator, args.per_device_batch_size, workers)
+        else:
+            sampler = GlobalBatchSampler(
+                len(self.train_data), args.per_device_batch_size, acc.num_processes, acc.process_index,
+                self.accumulation, args.seed, epoch=state["epoch"], start_step=state["step_in_epoch"],
+            )
+            loader = make_map_loader(self.train_data, self.collator, sampler, workers)
+        return micro_batch_groups(loader, self.accumulation)
+
+    # ------------------------------------------------------------------------------------ steps
+    def _train_step(self, micro_batches):
+        acc, args, state = self.accelerator, self.args, self.state
+        device = acc.device
+        micro_batches = [{k: v.to(device) for k, v in batch.items()} for batch in micro_batches]
+        self.model.train()
+        losses = self.step_fn(self.model, micro_batches)
+        grad_norm = float("nan")
+        if losses.finite:
+            if args.max_grad_norm > 0:
+                grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm))
+            else:
+                grads = [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
+                grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
+        finite = losses.finite and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            state["consecutive_nonfinite"] = 0
+        else:
+            state["consecutive_nonfinite"] += 1
+            state["skipped_steps"] += 1
+            logger.warning(
+                f"step {state['step'] + 1}: non-finite loss {losses.loss} / grad norm {grad_norm} "
+                f"(terms {losses.terms}); step skipped ({state['consecutive_nonfinite']} in a row)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        state["step"] += 1
+        state["step_in_epoch"] += 1
+        return losses, grad_norm, lr, finite
+
+    def _log_step(self, losses, grad_norm, lr, finite, seconds):
+        step = self.state["step"]
+        record = {
+            "kind": "train", "step": step, "loss": losses.loss, "terms": losses.terms, "lr": lr,
+            "logit_scale": losses.logit_scale, "grad_norm": grad_norm, "skipped": not finite,
+            "pairs_per_second": self.global_batch / seconds,
+        }
+        if self.accelerator.is_main_process:
+            self.history.append(record)
+        if step % self.args.logging_steps == 0 or step == self.max_steps:
+            values = {"train/loss": losses.loss, "train/lr": lr, "train/logit_scale": losses.logit_scale,
+                      "train/temperature": 1.0 / losses.logit_scale, "train/grad_norm": grad_norm,
+                      "train/pairs_per_second": record["pairs_per_second"]}
+            values.update({f"train/{name}": value for name, value in losses.terms.items()})
+            self.accelerator.log(values, step=step)
+        return record
+
+    def _evaluate(self):
+        acc, state = self.accelerator, self.state
+        results = [None]
+        if acc.is_main_process:
+            eval_model = getattr(self.unwrapped, "medvl", self.unwrapped)
+            results = [evaluate_pretraining(
+                eval_model, self.processor, self.validation_data, self.prompts,
+                batch_size=2 * self.args.per_device_batch_size, max_length=self.data_args.max_text_length,
+                device=acc.device,
+            )]
+        results = broadcast_object_list(results)[0]
+        metric_name = "zero_shot_auc" if "zero_shot_auc" in results else "recall@5"
+        metric = results[metric_name]
+        record = {"kind": "eval", "step": state["step"], "metric": metric_name, **results}
+        if acc.is_main_process:
+            self.history.append(record)
+        acc.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float)}, step=state["step"])
+        logger.info(f"step {state['step']}: {metric_name} {metric:.4f} (recall@5 {results['recall@5']:.3f})")
+        if state["best_metric"] is None or metric > state["best_metric"]:
+            state.update(best_metric=metric, best_step=state["step"], evals_without_improvement=0)
+            ckpt.save_best(acc, self.output_dir, self._write_model_files, {k: v for k, v in record.items()})
+        else:
+            state["evals_without_improvement"] += 1
+        patience = self.args.early_stopping_patience
+        return patience is not None and state["evals_without_improvement"] >= patience
+
+    # ------------------------------------------------------------------------------------- loop
+    def train(self) -> dict:
+        acc, args, state = self.accelerator, self.args, self.state
+        values = args_as_dict(self.model_args, self.data_args, args)
+        if acc.is_main_process:
+            save_run_config(self.output_dir / "run_config.yaml", (self.model_args, self.data_args, args),
+                            self._resolved_values())
+            for key, value in values.items():
+                logger.info(f"config {key} = {value}")
+            logger.info(f"resolved {self._resolved_values()}")
+        acc.init_trackers("pretrain", config=tensorboard_hparams(values))
+        progress = tqdm(total=self.max_steps, initial=state["step"], desc="pretrain", dynamic_ncols=True,
+                        disable=not acc.is_main_process)
+        started, start_step, stop_reason = time.perf_counter(), state["step"], "max_steps"
+        while state["step"] < self.max_steps and stop_reason == "max_steps":
+            tick = time.perf_counter()
+            for micro_batches in self._epoch_batches():
+                losses, grad_norm, lr, finite = self._train_step(micro_batches)
+                record = self._log_step(losses, grad_norm, lr, finite, time.perf_counter() - tick)
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses.loss:.4f}", pairs_s=f"{record['pairs_per_second']:.1f}")
+                if state["consecutive_nonfinite"] >= args.max_consecutive_nonfinite:
+                    raise NonFiniteLossError(
+                        f"stopping at step {state['step']}: {state['consecutive_nonfinite']} non-finite losses in a "
+                        f"row (--max_consecutive_nonfinite {args.max_consecutive_nonfinite}); last terms "
+                        f"{losses.terms}. Lower the learning rate, check the data, or use bf16 instead of fp16."
+                    )
+                step = state["step"]
+                if self.validation_data is not None and args.eval_steps and step % args.eval_steps == 0:
+                    if self._evaluate():
+                        stop_reason = "early_stopping"
+                if (args.save_steps and step % args.save_steps == 0) or step == self.max_steps or stop_reason != "max_steps":
+                    self._save_step_checkpoint()
+                if step >= self.max_steps or stop_reason != "max_steps":
+                    break
+                tick = time.perf_counter()
+            else:  # the epoch ran out
+                state["epoch"] += 1
+                state["step_in_epoch"] = 0
+        progress.close()
+        return self._finish(time.perf_counter() - started, state["step"] - start_step, stop_reason)
+
+    def _finish(self, seconds, steps, stop_reason) -> dict:
+        acc = self.accelerator
+        summary = {
+            "stop_reason": stop_reason, "steps": self.state["step"], "steps_this_launch": steps,
+            "seconds_this_launch": seconds, "skipped_steps": self.state["skipped_steps"],
+            "best_metric": self.state["best_metric"], "best_step": self.state["best_step"],
+            "global_batch_size": self.global_batch, "num_processes": acc.num_processes,
+        }
+        if acc.is_main_process:
+            train_records = self.history.read("train")
+            summary["final_loss"] = train_records[-1]["loss"] if train_records else None
+            evals = self.history.read("eval")
+            summary["final_eval"] = evals[-1] if evals else None
+            (self.output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+            if train_records:
+                plot_loss_curves(self.history, self.output_dir / LOSS_CURVE_FILE)
+            logger.info(f"done: {summary}")
+        acc.end_training()
+        return summary
+
+
+def main(argv=None, after_checkpoint=None):
+    model_args, data_args, train_args = parse_pretrain_args(argv)
+    return PretrainingRun(model_args, data_args, train_args, after_checkpoint).train()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Build what a pretraining run needs before its first step: tokenizer, processor, model."""
+
+from pathlib import Path
+
+import yaml
+from transformers import AutoTokenizer
+
+from modeling_medvl import MedVLConfig, MedVLForPreTraining
+from processing.image_processing_medvl import MedVLImageProcessor
+from processing.processing_medvl import MedVLProcessor
+from processing.tokenizer_training import train_clinical_tokenizer
+
+TOKENIZER_FOLDER = "tokenizer"
+PROCESSOR_FOLDER = "processor"
+
+
+def parse_model_overrides(items) -> dict:
+    """["itm_weight=0", "text_config.hidden_dropout_prob=0.1"] -> nested dict of YAML-parsed values."""
+    overrides = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--model_overrides {item!r}: expected key=value")
+        target = overrides
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+    return overrides
+
+
+def preset_config(model_args) -> MedVLConfig:
+    overrides = parse_model_overrides(model_args.model_overrides)
+    return MedVLConfig.from_preset(model_args.model_preset, **overrides)
+
+
+def prepare_tokenizer(data_args, text_config, train_data, output_dir, accelerator):
+    """`--tokenizer` if given, else the run's own (trained on its training reports on first start)."""
+    if data_args.tokenizer:
+        return AutoTokenizer.from_pretrained(data_args.tokenizer)
+    folder = Path(output_dir) / TOKENIZER_FOLDER
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not (folder / "tokenizer_config.json").is_file():
+            tokenizer = train_clinical_tokenizer(
+                train_data,
+                vocab_size=data_args.tokenizer_vocab_size or text_config.vocab_size,
+                style="clip" if text_config.is_causal else "bert",
+                max_length=data_args.max_text_length,
+                text_column="report",
+            )
+            tokenizer.save_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return tokenizer
+
+
+def _token_ids(tokenizer) -> dict:
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": start,
+        "eos_token_id": end,
+        "mask_token_id": tokenizer.mask_token_id,
+    }
+
+
+def build_model(model_args, tokenizer) -> MedVLForPreTraining:
+    """A fresh model sized to the tokenizer, or `--model_name_or_path` checked against it."""
+    if model_args.model_name_or_path:
+        model = MedVLForPreTraining.from_pretrained(model_args.model_name_or_path)
+        vocab = model.config.text_config.vocab_size
+        if vocab < len(tokenizer):
+            raise ValueError(
+                f"--model_name_or_path {model_args.model_name_or_path}: text vocabulary {vocab} is smaller than "
+                f"the tokenizer's {len(tokenizer)}"
+            )
+    else:
+        overrides = parse_model_overrides(model_args.model_overrides)
+        text_overrides = dict(overrides.pop("text_config", {}))
+        text_overrides.update(_token_ids(tokenizer))
+        config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides)
+        model = MedVLForPreTraining(config)
+    if model_args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def build_processor(tokenizer, image_size: int) -> MedVLProcessor:
+    image_processor = MedVLImageProcessor(size={"height": image_size, "width": image_size})
+    return MedVLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+__all__ = ["parse_model_overrides", "preset_config", "prepare_tokenizer", "build_model", "build_processor"]
