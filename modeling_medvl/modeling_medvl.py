@@ -16,6 +16,7 @@ from .configuration_medvl import MedVLConfig
 from .fusion_medvl import MedVLFusion
 from .layers_medvl import MedVLLMHead, MedVLTextEncoder
 from .losses_medvl import contrastive_loss, itm_loss, mask_tokens, mlm_loss, sample_hard_negatives
+from .tower_init_medvl import bert_mlm_head_to_medvl, bert_to_medvl_text, read_bert_checkpoint
 from .vision_medvl import MedVLVisionTower
 
 logger = logging.get_logger(__name__)
@@ -30,6 +31,7 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "heads_medvl.MedVLForImageClassification",
     "AutoModelForVisualQuestionAnswering": "heads_medvl.MedVLForQuestionAnswering",
     "AutoModelForImageTextToText": "generation_medvl.MedVLForConditionalGeneration",
+    "AutoModelForZeroShotImageClassification": "modeling_medvl.MedVLModel",
 }
 
 
@@ -136,6 +138,39 @@ class MedVLPreTrainedModel(PreTrainedModel):
                 sub_config._attn_implementation_internal = attn_implementation
         super().set_attn_implementation(attn_implementation, *args, **kwargs)
         self._share_attn_implementation()
+
+    @classmethod
+    def from_pretrained_towers(
+        cls,
+        config: MedVLConfig,
+        vision_weights: str | Path | None = None,
+        text_model_path: str | Path | None = None,
+    ) -> "MedVLPreTrainedModel":
+        """Build the model from `config`, then load separately pretrained towers held locally:
+        `vision_weights`, a timm weight file for the vision backbone; `text_model_path`, a folder written by
+        transformers' `BertModel` / `BertForMaskedLM.save_pretrained`, mapped onto the text tower (and the report
+        decoder's self-attention layers; and the MLM head when the folder has one). Fusion layers, projections and
+        heads keep their fresh initialisation."""
+        model = cls(config)
+        if vision_weights is not None:
+            for module in model.modules():
+                if isinstance(module, MedVLVisionTower):
+                    module.load_backbone_weights(vision_weights)
+        if text_model_path is not None:
+            bert_config, bert_state_dict = read_bert_checkpoint(text_model_path)
+            for name, module in model.named_modules():
+                if isinstance(module, MedVLTextEncoder):
+                    mapped = bert_to_medvl_text(bert_config, bert_state_dict, config.text_config, len(module.layers))
+                    # strict=False: a decoder's cross-attention layers have no BERT counterpart.
+                    result = module.load_state_dict(mapped, strict=False)
+                    if result.unexpected_keys:
+                        raise ValueError(f"BERT weights did not fit {name}: {result.unexpected_keys[:5]}")
+                    logger.info(f"Initialised {name} from {text_model_path} ({len(mapped)} tensors).")
+                elif isinstance(module, MedVLLMHead) and name == "mlm_head":
+                    head_weights = bert_mlm_head_to_medvl(bert_state_dict)
+                    if head_weights is not None:
+                        module.load_state_dict(head_weights, strict=False)
+        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the model code (flat `*.py` files) and an `auto_map` for every MedVL Auto class, so that

@@ -1,0 +1,99 @@
+"""Initialise MedVL's towers from separately pretrained local checkpoints: a timm weight file for the vision
+tower, a BERT-style transformers checkpoint folder for the text tower (domain vs general initialisation)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from .configuration_medvl import MedVLTextConfig
+from .vision_medvl import read_weight_file
+
+# BERT layer parameter -> MedVL layer parameter (same post-LayerNorm layout).
+_BERT_LAYER_KEYS = {
+    "attention.self.query": "self_attn.q_proj",
+    "attention.self.key": "self_attn.k_proj",
+    "attention.self.value": "self_attn.v_proj",
+    "attention.output.dense": "self_attn.out_proj",
+    "attention.output.LayerNorm": "self_attn_norm",
+    "intermediate.dense": "fc1",
+    "output.dense": "fc2",
+    "output.LayerNorm": "ffn_norm",
+}
+# Compared between the BERT config and MedVL's text config; any difference makes the weights unusable.
+_MATCHING_FIELDS = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act")
+
+
+def read_bert_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config dict, state dict without a `bert.` prefix) of a folder written by `BertModel.save_pretrained`
+    (or `BertForMaskedLM`, whose `cls.predictions.*` MLM head is kept)."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a transformers checkpoint folder: it has no config.json.")
+    bert_config = json.loads(config_file.read_text())
+    weight_files = [path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()]
+    if not weight_files:
+        raise FileNotFoundError(f"{path} holds no model.safetensors or pytorch_model.bin.")
+    state_dict = read_weight_file(weight_files[0])
+    state_dict = {key.removeprefix("bert."): value for key, value in state_dict.items()}
+    return bert_config, state_dict
+
+
+def bert_to_medvl_text(
+    bert_config: dict, bert_state_dict: dict[str, torch.Tensor], text_config: MedVLTextConfig, num_layers: int
+) -> dict[str, torch.Tensor]:
+    """Map BERT weights onto a `MedVLTextEncoder` of `num_layers` layers (its first `num_layers` BERT layers).
+
+    BERT adds a token-type embedding to every token; MedVL has none, so type 0's vector is folded into the position
+    table, which keeps the outputs identical for single-segment text. Positions beyond MedVL's table are dropped.
+    """
+    mismatched = {
+        field: (bert_config.get(field), getattr(text_config, field))
+        for field in _MATCHING_FIELDS
+        if bert_config.get(field) != getattr(text_config, field)
+    }
+    if mismatched:
+        raise ValueError(f"The BERT checkpoint does not fit the text tower (BERT, MedVL): {mismatched}.")
+    if bert_config.get("num_hidden_layers", 0) < num_layers:
+        raise ValueError(
+            f"The BERT checkpoint has {bert_config.get('num_hidden_layers')} layers; the text tower needs {num_layers}."
+        )
+    if bert_config.get("max_position_embeddings", 0) < text_config.max_position_embeddings:
+        raise ValueError(
+            f"The BERT checkpoint has {bert_config.get('max_position_embeddings')} positions; the text tower needs "
+            f"{text_config.max_position_embeddings}."
+        )
+    positions = bert_state_dict["embeddings.position_embeddings.weight"][: text_config.max_position_embeddings]
+    if "embeddings.token_type_embeddings.weight" in bert_state_dict:
+        positions = positions + bert_state_dict["embeddings.token_type_embeddings.weight"][0]
+    mapped = {
+        "embeddings.word_embeddings.weight": bert_state_dict["embeddings.word_embeddings.weight"],
+        "embeddings.position_embeddings.weight": positions,
+        "embeddings.norm.weight": bert_state_dict["embeddings.LayerNorm.weight"],
+        "embeddings.norm.bias": bert_state_dict["embeddings.LayerNorm.bias"],
+    }
+    for index in range(num_layers):
+        for bert_name, medvl_name in _BERT_LAYER_KEYS.items():
+            for kind in ("weight", "bias"):
+                mapped[f"layers.{index}.{medvl_name}.{kind}"] = bert_state_dict[
+                    f"encoder.layer.{index}.{bert_name}.{kind}"
+                ]
+    return mapped
+
+
+def bert_mlm_head_to_medvl(bert_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """`MedVLLMHead` weights from a BertForMaskedLM checkpoint's `cls.predictions` (None if it has none)."""
+    prefix = "cls.predictions."
+    if f"{prefix}transform.dense.weight" not in bert_state_dict:
+        return None
+    return {
+        "dense.weight": bert_state_dict[f"{prefix}transform.dense.weight"],
+        "dense.bias": bert_state_dict[f"{prefix}transform.dense.bias"],
+        "norm.weight": bert_state_dict[f"{prefix}transform.LayerNorm.weight"],
+        "norm.bias": bert_state_dict[f"{prefix}transform.LayerNorm.bias"],
+        "decoder.bias": bert_state_dict[f"{prefix}bias"],
+    }
+
+
+__all__ = ["bert_mlm_head_to_medvl", "bert_to_medvl_text", "read_bert_checkpoint"]
