@@ -10,6 +10,7 @@ processor's and the normaliser's settings, and this code) that reloads offline w
 `AutoProcessor.from_pretrained(folder, trust_remote_code=True)`.
 """
 
+from transformers.image_utils import ImageInput
 from transformers.processing_utils import ProcessorMixin
 
 from .clinical_text_medvl import ClinicalTextNormalizer
@@ -53,10 +54,10 @@ class MedVLProcessor(ProcessorMixin):
         self.normalize_text = bool(normalize_text)
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
-    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs):
+    def __call__(self, images: ImageInput | str | list | None = None, text: str | list[str] | None = None, **kwargs):
         """Process `images` (one or a list: PIL, arrays, tensors, paths incl. DICOM) and `text`
         (a string or a list of strings, one per image)."""
-        if videos is not None or audio is not None:
+        if kwargs.get("videos") is not None or kwargs.get("audio") is not None:
             raise ValueError("MedVLProcessor takes images and text only (no videos or audio).")
         if text is not None:
             text = self._checked_normalized_text(text)
@@ -96,6 +97,13 @@ class MedVLProcessor(ProcessorMixin):
     @property
     def unused_input_names(self):
         return ["token_type_ids"]
+
+    def save_pretrained(self, save_directory, push_to_hub=False, **kwargs):
+        saved = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        # Saving records `auto_map` on the object for the JSON file; drop it so that saving leaves
+        # the processor as it was (and equal to one loaded back).
+        self.__dict__.pop("auto_map", None)
+        return saved
 
     def to_dict(self):
         output = super().to_dict()
