@@ -5,6 +5,7 @@ import tarfile
 
 import datasets
 import pytest
+from PIL import Image
 from readers_fixtures import comparable, rows_of, write_corrupt_image, write_image
 
 from processing.readers import (
@@ -58,6 +59,9 @@ def test_jsonl_and_csv_pairs_with_counted_skips(pairs_dir):
         load_image_text_pairs(pairs_dir / "pairs.csv")
     with pytest.raises(ValueError, match="malformed row"):
         load_image_text_pairs(pairs_dir / "pairs.jsonl", strict=True)
+    with pytest.warns(MalformedRowWarning):
+        unchecked = load_image_text_pairs(pairs_dir / "pairs.jsonl", check_images=False, issues=(fast := RowIssues()))
+    assert len(unchecked) == len(TEXTS) + 1 and "unreadable image" not in fast.counts  # decoding it would raise
     with pytest.warns(MalformedRowWarning):
         streamed = load_image_text_pairs(pairs_dir / "pairs.jsonl", streaming=True)
     with pytest.warns(MalformedRowWarning, match="corrupt.png"):
@@ -152,3 +156,18 @@ def test_write_webdataset_keeps_metadata_in_json(tmp_path):
         assert archive.getnames() == ["000000000.jpg", "000000000.txt", "000000000.json"]
     with pytest.raises(ValueError, match="text_column"):
         write_webdataset(ds, tmp_path / "other", text_column="caption")
+
+
+def test_write_webdataset_reencodes_formats_it_cannot_read_back(tmp_path):
+    image_path = write_image(tmp_path / "x.png", 80)
+    bmp_path = tmp_path / "x.bmp"
+    Image.open(image_path).save(bmp_path)
+    ds = datasets.Dataset.from_dict(
+        {"image": [str(bmp_path)], "text": ["Bitmap."]},
+        features=datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")}),
+    )
+    write_webdataset(ds, tmp_path / "shards")
+    with tarfile.open(tmp_path / "shards" / "shard-000000.tar") as archive:
+        assert archive.getnames()[0] == "000000000.png"
+    row = next(iter(load_webdataset(tmp_path / "shards")))
+    assert comparable(row)["image"] == comparable(ds[0])["image"]

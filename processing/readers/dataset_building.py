@@ -5,7 +5,8 @@ Readers parse their index files (CSV, JSON, XML) into rows whose `image` is a fi
 data set with the reader's explicit `Features`.
 
 Image checking (`check_images=True`, the default) decodes every image once with
-`read_medical_image`, so that a corrupt file is skipped and counted instead of raising when a training loop reaches it:
+`read_medical_image`, so that a corrupt file is skipped and counted instead of raising when a
+training loop reaches it:
 - map-style: all images up front (threads, with a progress bar), before the data set exists;
 - streaming: each image just before its row is yielded, so a streaming epoch never crashes on
   a bad file (at the price of decoding twice: once to check, once in the `Image` feature).
@@ -73,16 +74,20 @@ def build_dataset(rows, features, *, reader, issues: RowIssues, streaming=False,
     return dataset
 
 
+def decodable_rows(items, issues: RowIssues, check_images: bool):
+    """Yield the rows of (where, row) `items` whose image decodes; the others are skipped and counted."""
+    for where, row in items:
+        problem = image_problem(row["image"]) if check_images else None
+        if problem is not None:
+            issues.skip(where, "unreadable image", problem)
+            continue
+        yield row
+
+
 def _build_streaming(rows, features, *, reader, issues, check_images):
     def generate_rows(shards):
         for shard in shards:
-            for where, row in shard:
-                if check_images:
-                    problem = image_problem(row["image"])
-                    if problem is not None:
-                        issues.skip(where, "unreadable image", problem)
-                        continue
-                yield row
+            yield from decodable_rows(shard, issues, check_images)
 
     shards = [rows[start : start + STREAMING_SHARD_ROWS] for start in range(0, len(rows), STREAMING_SHARD_ROWS)]
     dataset = datasets.IterableDataset.from_generator(
@@ -96,4 +101,4 @@ def _build_streaming(rows, features, *, reader, issues, check_images):
     return dataset
 
 
-__all__ = ["STREAMING_SHARD_ROWS", "build_dataset", "image_problem"]
+__all__ = ["STREAMING_SHARD_ROWS", "build_dataset", "decodable_rows", "image_problem"]

@@ -84,7 +84,8 @@ def _caption_row(where, image_path, captions, image_id, file_name, split, issues
     if not captions:
         issues.skip(where, "no captions")
         return None
-    return where, {"image": str(image_path), "captions": captions, "image_id": image_id, "file_name": file_name, "split": split}
+    row = {"image": str(image_path), "captions": captions, "image_id": image_id, "file_name": file_name, "split": split}
+    return where, row
 
 
 def load_coco_captions(
@@ -127,8 +128,9 @@ def load_coco_captions(
         if row is not None:
             rows.append(row)
     return build_dataset(
-        rows, CAPTION_FEATURES, reader="load_coco_captions", issues=issues, streaming=streaming, check_images=check_images
-    )
+        rows, CAPTION_FEATURES, reader="load_coco_captions", issues=issues,
+        streaming=streaming, check_images=check_images,
+    )  # fmt: skip
 
 
 def load_flickr30k(

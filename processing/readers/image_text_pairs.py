@@ -80,8 +80,9 @@ def load_image_text_pairs(
             continue
         rows.append((where, {"image": str(image_path), "text": text}))
     return build_dataset(
-        rows, PAIR_FEATURES, reader="load_image_text_pairs", issues=issues, streaming=streaming, check_images=check_images
-    )
+        rows, PAIR_FEATURES, reader="load_image_text_pairs", issues=issues,
+        streaming=streaming, check_images=check_images,
+    )  # fmt: skip
 
 
 __all__ = ["PAIR_FEATURES", "load_image_text_pairs"]

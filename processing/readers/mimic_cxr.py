@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 
+from ..chexpert import CHEXPERT_LABELS
 from .chexpert_labels import LABELS_FEATURE, check_uncertainty_policy, parse_label_cells
 from .csv_tables import find_table, read_csv_rows
 from .dataset_building import build_dataset
@@ -34,7 +35,9 @@ _COMMON_COLUMNS = {
     "split": datasets.Value("string"),
 }
 MIMIC_IMAGE_FEATURES = datasets.Features(_COMMON_COLUMNS)
-MIMIC_STUDY_FEATURES = datasets.Features({**_COMMON_COLUMNS, "image_paths": datasets.Sequence(datasets.Value("string"))})
+MIMIC_STUDY_FEATURES = datasets.Features(
+    {**_COMMON_COLUMNS, "image_paths": datasets.Sequence(datasets.Value("string"))}
+)
 
 
 def _view_rank(view: str) -> tuple:
@@ -165,7 +168,7 @@ def load_mimic_cxr(
         if not os.path.isfile(image_path):
             issues.skip(where, "missing image", str(image_path))
             continue
-        labels = labels_of.get(study, dict.fromkeys(LABELS_FEATURE))
+        labels = labels_of.get(study, dict.fromkeys(CHEXPERT_LABELS))
         if isinstance(labels, str):
             issues.skip(where, "label outside {1, 0, -1, blank}", labels)
             continue

@@ -36,6 +36,10 @@ def _text(element) -> str:
     return "".join(element.itertext()).strip() if element is not None else ""
 
 
+def _subfolder_or_root(root: Path, name: str) -> Path:
+    return root / name if (root / name).is_dir() else root
+
+
 def _find_image(images_dir: Path, image_id: str):
     for suffix in IMAGE_SUFFIXES:
         if (images_dir / f"{image_id}{suffix}").is_file():
@@ -83,8 +87,8 @@ def load_openi(
     if per not in ("image", "report"):
         raise ValueError(f"per must be 'image' or 'report', got {per!r}")
     check_sections(sections)
-    reports_dir = Path(reports_dir) if reports_dir else (root / "ecgen-radiology" if (root / "ecgen-radiology").is_dir() else root)
-    images_dir = Path(images_dir) if images_dir else (root / "NLMCXR_png" if (root / "NLMCXR_png").is_dir() else root)
+    reports_dir = Path(reports_dir) if reports_dir else _subfolder_or_root(root, "ecgen-radiology")
+    images_dir = Path(images_dir) if images_dir else _subfolder_or_root(root, "NLMCXR_png")
     xml_paths = sorted(reports_dir.glob("*.xml"), key=lambda p: (len(p.stem), p.stem))
     if not xml_paths:
         raise FileNotFoundError(f"Open-I: no *.xml reports in {reports_dir}")

@@ -25,7 +25,12 @@ from .row_issues import RowIssues
 ANSWER_TYPES = ("CLOSED", "OPEN")
 VQA_RAD_JSON = "VQA_RAD Dataset Public.json"
 VQA_RAD_IMAGES = "VQA_RAD Image Folder"
-SLAKE_SPLIT_FILES = {"train": "train.json", "validate": "validate.json", "validation": "validate.json", "test": "test.json"}
+SLAKE_SPLIT_FILES = {
+    "train": "train.json",
+    "validate": "validate.json",
+    "validation": "validate.json",
+    "test": "test.json",
+}
 
 _QA_COLUMNS = {
     "image": datasets.Image(),

@@ -23,7 +23,7 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .dataset_building import build_dataset, image_problem
+from .dataset_building import build_dataset, decodable_rows
 from .row_issues import RowIssues
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -60,10 +60,12 @@ def resolve_shards(source) -> list:
     elif Path(source).is_dir():
         shards = sorted(str(path) for path in Path(source).glob("*.tar"))
     else:
-        shards = [name for expanded in _expand_ranges(str(source)) for name in (sorted(glob.glob(expanded)) or [expanded])]
+        expanded = _expand_ranges(str(source))
+        shards = [name for pattern in expanded for name in (sorted(glob.glob(pattern)) or [pattern])]
     missing = [shard for shard in shards if not Path(shard).is_file()]
     if not shards or missing:
-        raise FileNotFoundError(f"WebDataset: no shard files for {source!r}" + (f" (missing: {missing[:5]})" if missing else ""))
+        detail = f" (missing: {missing[:5]})" if missing else ""
+        raise FileNotFoundError(f"WebDataset: no shard files for {source!r}{detail}")
     return shards
 
 
@@ -158,29 +160,32 @@ def load_webdataset(
 
     def generate_rows(shards):
         for shard in shards:
-            for where, row in _sample_rows(shard, issues):
-                problem = image_problem(row["image"]) if check_images else None
-                if problem is not None:
-                    issues.skip(where, "unreadable image", problem)
-                    continue
-                yield row
+            yield from decodable_rows(_sample_rows(shard, issues), issues, check_images)
 
     dataset = datasets.IterableDataset.from_generator(
         generate_rows, features=WEBDATASET_FEATURES, gen_kwargs={"shards": shards}
     )
-    dataset.info.description = f"load_webdataset: {len(shards)} shards; malformed samples are skipped and counted while iterating."
+    dataset.info.description = (
+        f"load_webdataset: {len(shards)} shards; malformed samples are skipped and counted while iterating."
+    )
     if shuffle_buffer:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
     return dataset
 
 
 def _image_bytes(value) -> tuple:
-    """(bytes, extension) of an undecoded `Image` value, keeping the stored encoding when possible."""
+    """(bytes, extension) of an undecoded `Image` value: the stored bytes when their format is one
+    `load_webdataset` reads (JPEG, PNG, WebP), else the image re-encoded losslessly as PNG."""
     data = value.get("bytes")
     if data is None:
         data = Path(value["path"]).read_bytes()
-    image_format = (Image.open(io.BytesIO(data)).format or "PNG").lower()
-    return data, {"jpeg": "jpg"}.get(image_format, image_format)
+    with Image.open(io.BytesIO(data)) as image:
+        extension = {"jpeg": "jpg", "mpo": "jpg"}.get((image.format or "").lower(), (image.format or "").lower())
+        if extension in IMAGE_EXTENSIONS:
+            return data, extension
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    return buffer.getvalue(), "png"
 
 
 def write_webdataset(dataset, out_dir, shard_size: int = 1000, *, text_column=None, prefix: str = "shard") -> list:
@@ -206,7 +211,9 @@ def write_webdataset(dataset, out_dir, shard_size: int = 1000, *, text_column=No
     out_dir.mkdir(parents=True, exist_ok=True)
     undecoded = dataset.cast_column("image", datasets.Image(decode=False))
     metadata_columns = [
-        name for name, feature in dataset.features.items() if name != text_column and not isinstance(feature, datasets.Image)
+        name
+        for name, feature in dataset.features.items()
+        if name != text_column and not isinstance(feature, datasets.Image)
     ]
 
     shard_paths, archive = [], None
