@@ -22,10 +22,10 @@ SIDES = ("right", "left")
 # project on a frontal radiograph: the middle lobe and lingula lie medially against the heart.
 LOBES = {
     "RUL": ("right", 0.05, 0.22, 0.55, 0.18),
-    "RML": ("right", -0.25, 0.62, 0.45, 0.14),
+    "RML": ("right", -0.15, 0.66, 0.45, 0.13),
     "RLL": ("right", 0.35, 0.84, 0.5, 0.13),
     "LUL": ("left", 0.05, 0.22, 0.55, 0.18),
-    "lingula": ("left", -0.2, 0.6, 0.45, 0.14),
+    "lingula": ("left", -0.1, 0.64, 0.45, 0.13),
     "LLL": ("left", 0.4, 0.86, 0.45, 0.12),
 }
 LOBE_NAMES = {
@@ -157,9 +157,11 @@ def lung_signed_distance(anatomy, side, x, y):
     u, v = lung_frame(anatomy, side, x, y)
     _, _, top, bottom = anatomy.lung_box(side)
     height = bottom - top
-    power = 2.6
-    shape = (np.abs(u) ** power + np.abs((v - 0.55) / 0.62) ** power) ** (1.0 / power) - 1.0
-    dome = 0.8 + 0.2 * ((np.clip(u, -1.0, 1.0) + 1.0) / 2.0) ** 3
+    # Superellipse |u|^3 + |w|^3 = 1; (r^3 - 1) / 3 is the distance near the outline, in radii.
+    au, aw = np.abs(u), np.abs((v - 0.55) / 0.62)
+    shape = (au * au * au + aw * aw * aw - 1.0) / 3.0
+    t = (np.clip(u, -1.0, 1.0) + 1.0) / 2.0
+    dome = 0.8 + 0.2 * t * t * t
     return np.maximum(shape * anatomy.lung_half_width, (v - dome) * height)
 
 

@@ -8,6 +8,7 @@ painter stays small; see findings.py.
 
 import dataclasses
 import math
+import random
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -55,9 +56,8 @@ def render_radiograph(anatomy, findings, size, noise_seed):
 
     a, x, y = anatomy, canvas.x, canvas.y
     texture_rng = np.random.default_rng([noise_seed, 0])
-    body = soft_inside(
-        ((np.abs(x - a.midline_x) / a.body_half_width) ** 4 + np.abs((y - 0.64) / 0.7) ** 4) ** 0.25 - 1.0, size, edge_px=2.0
-    )
+    bx, by = ((x - a.midline_x) / a.body_half_width) ** 2, ((y - 0.64) / 0.7) ** 2
+    body = soft_inside((bx * bx + by * by - 1.0) * (0.25 * a.body_half_width), size, edge_px=2.0)
     diaphragm = 0.5 * (a.diaphragm_right_y + a.diaphragm_left_y)
     # The heart is a little denser than soft tissue above the diaphragm; below it they merge.
     heart = canvas.heart * soft_inside(y - (diaphragm - 0.08), size, edge_px=0.04 * size)
@@ -72,8 +72,10 @@ def render_radiograph(anatomy, findings, size, noise_seed):
         attenuation -= 0.22 * soft_inside((bubble - 1.0) * 0.025, size)
     attenuation += _devices(canvas)
 
-    image = np.clip(attenuation * a.exposure, 0.0, 1.0) ** a.gamma
-    blurred = Image.fromarray((image * 255.0 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.35 + size / 700.0))
+    # Exposure, then the detector's gamma through a lookup table (a power per pixel is slow).
+    levels = (np.clip(attenuation * a.exposure, 0.0, 1.0) * 1023.0 + 0.5).astype(np.int16)
+    gamma_table = (np.linspace(0.0, 1.0, 1024) ** a.gamma * 255.0 + 0.5).astype(np.uint8)
+    blurred = Image.fromarray(gamma_table[levels]).filter(ImageFilter.GaussianBlur(0.35 + size / 700.0))
     noise = np.random.default_rng([noise_seed, 1]).standard_normal((size, size), dtype=np.float32)
     pixels = np.asarray(blurred, dtype=np.float32) + noise * (a.noise_sigma * 255.0)
     return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
@@ -124,23 +126,25 @@ def _vessel_layer(a, size, rng):
     """Pulmonary vessels branching from each hilum, tapering towards the periphery."""
     layer = Image.new("F", (size, size), 0.0)
     draw = ImageDraw.Draw(layer)
+    scalar_rng = random.Random(int(rng.integers(2**62)))  # fast scalar draws for the many small steps
     for side, lateral in (("right", -1.0), ("left", 1.0)):
         hx, hy = a.hilum(side)
-        for angle in np.linspace(-1.9, 1.3, 8) + rng.normal(0, 0.12, 8):
-            _branch(draw, rng, size, hx, hy, angle, lateral, 0.11, 0.009, 0)
+        for angle in np.linspace(-1.9, 1.3, 8):
+            _branch(draw, scalar_rng, size, hx, hy, angle + scalar_rng.gauss(0, 0.12), lateral, 0.11, 0.009, 0)
     return np.asarray(layer, dtype=np.float32)
 
 
 def _branch(draw, rng, size, x, y, angle, lateral, strength, width, depth):
-    # angle 0 points laterally, negative upwards, positive downwards
+    """One vessel: a wandering polyline (angle 0 points laterally, negative upwards), with side branches."""
+    points = [(x * size, y * size)]
     for _ in range(5):
-        angle += rng.normal(0, 0.22)
+        angle += rng.gauss(0, 0.22)
         step = 0.035 * rng.uniform(0.7, 1.2)
-        nx, ny = x + lateral * step * math.cos(angle), y + step * math.sin(angle)
-        draw.line([(x * size, y * size), (nx * size, ny * size)], fill=float(strength), width=max(1, round(width * size)))
-        if depth < 2 and rng.random() < 0.35:
-            _branch(draw, rng, size, nx, ny, angle + rng.choice((-0.6, 0.6)), lateral, strength * 0.7, width * 0.6, depth + 1)
-        x, y, strength, width = nx, ny, strength * 0.82, width * 0.8
+        x, y = x + lateral * step * math.cos(angle), y + step * math.sin(angle)
+        points.append((x * size, y * size))
+        if depth < 2 and rng.random() < 0.3:
+            _branch(draw, rng, size, x, y, angle + rng.choice((-0.6, 0.6)), lateral, strength * 0.6, width * 0.6, depth + 1)
+    draw.line(points, fill=float(strength), width=max(1, round(width * size)), joint="curve")
 
 
 def _devices(canvas):
