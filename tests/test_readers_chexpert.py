@@ -1,4 +1,5 @@
 import csv
+import pickle
 
 import datasets
 import pytest
@@ -101,5 +102,6 @@ def test_streaming_gives_the_same_rows(chexpert_root):
     with pytest.warns(MalformedRowWarning):
         streamed = load_chexpert(chexpert_root, uncertainty="ignore", streaming=True)
     assert isinstance(streamed, datasets.IterableDataset)
+    streamed = pickle.loads(pickle.dumps(streamed))  # as into spawned DataLoader workers
     with pytest.warns(MalformedRowWarning, match="unreadable image"):
         assert rows_of(streamed) == rows_of(mapped)

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import pickle
 import tarfile
 
 import datasets
@@ -80,7 +81,7 @@ def test_webdataset_round_trip_streaming_equals_map_style(pairs, tmp_path):
     assert write_webdataset(pairs, tmp_path / "again", shard_size=3)  # same data, same bytes:
     assert (tmp_path / "again/shard-000001.tar").read_bytes() == (tmp_path / "shards/shard-000001.tar").read_bytes()
 
-    streamed = load_webdataset(tmp_path / "shards")
+    streamed = pickle.loads(pickle.dumps(load_webdataset(tmp_path / "shards")))  # as into DataLoader workers
     assert isinstance(streamed, datasets.IterableDataset)
     mapped = load_webdataset(tmp_path / "shards", streaming=False)
     assert isinstance(mapped, datasets.Dataset)

@@ -84,14 +84,18 @@ def decodable_rows(items, issues: RowIssues, check_images: bool):
         yield row
 
 
-def _build_streaming(rows, features, *, reader, issues, check_images):
-    def generate_rows(shards):
-        for shard in shards:
-            yield from decodable_rows(shard, issues, check_images)
+def _generate_rows(shards, issues, check_images):
+    # Module level (not a closure) so that the data set pickles into spawned DataLoader workers.
+    for shard in shards:
+        yield from decodable_rows(shard, issues, check_images)
 
+
+def _build_streaming(rows, features, *, reader, issues, check_images):
     shards = [rows[start : start + STREAMING_SHARD_ROWS] for start in range(0, len(rows), STREAMING_SHARD_ROWS)]
     dataset = datasets.IterableDataset.from_generator(
-        generate_rows, features=features, gen_kwargs={"shards": shards or [[]]}
+        _generate_rows,
+        features=features,
+        gen_kwargs={"shards": shards or [[]], "issues": issues, "check_images": check_images},
     )
     issues.rows_kept = len(rows)
     dataset.info.description = (

@@ -128,6 +128,12 @@ def _sample_rows(shard: str, issues):
         yield where, {"image": image, "text": text, "json": metadata, "key": key, "url": shard}
 
 
+def _generate_shard_rows(shards, issues, check_images):
+    # Module level (not a closure) so that the data set pickles into spawned DataLoader workers.
+    for shard in shards:
+        yield from decodable_rows(_sample_rows(shard, issues), issues, check_images)
+
+
 def load_webdataset(
     source,
     *,
@@ -158,12 +164,10 @@ def load_webdataset(
         )
         return dataset.shuffle(seed=seed) if shuffle_buffer else dataset
 
-    def generate_rows(shards):
-        for shard in shards:
-            yield from decodable_rows(_sample_rows(shard, issues), issues, check_images)
-
     dataset = datasets.IterableDataset.from_generator(
-        generate_rows, features=WEBDATASET_FEATURES, gen_kwargs={"shards": shards}
+        _generate_shard_rows,
+        features=WEBDATASET_FEATURES,
+        gen_kwargs={"shards": shards, "issues": issues, "check_images": check_images},
     )
     dataset.info.description = (
         f"load_webdataset: {len(shards)} shards; malformed samples are skipped and counted while iterating."
