@@ -4,6 +4,9 @@
 Every reader skips malformed rows, counts them by reason and warns naming the row
 (`MalformedRowWarning`); `strict=True` raises ValueError instead; the counts are in
 `ds.info.description` and in a `RowIssues` passed as `issues=` (see `row_issues`).
+`check_images=True` (default) decodes each image once (map-style: up front; streaming: as its row
+comes) so that no epoch crashes on a corrupt file; `check_images=False` only checks that files
+exist (see `dataset_building`). `write_webdataset` converts any of these data sets to tar shards.
 """
 
 from .chexpert_csv import load_chexpert
