@@ -53,8 +53,8 @@ def test_load_openi_reads_reports_and_lossless_images(written):
         assert np.array_equal(_pixels(row["image"]), _pixels(study.image))
         pathology = [f for f in study.findings if f.kind != "support_device"]
         assert (row["mesh_major"] == ["normal"]) == (not pathology)
-        for finding in pathology:
-            assert any(finding.side in term.split("/") for term in row["mesh_major"] if finding.side), (row["mesh_major"], finding)
+        for finding in (f for f in pathology if f.side):
+            assert any(finding.side in term.split("/") for term in row["mesh_major"]), (row["mesh_major"], finding)
 
 
 def test_load_vqa_rad_reads_question_answer_pairs(written):
