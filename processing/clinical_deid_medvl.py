@@ -60,58 +60,91 @@ def _keep_full_stop(match):
     return DEID_TOKEN + "." if match.group(0).endswith(".") and ends_sentence else DEID_TOKEN
 
 
-# (pattern, replacement): replacement may keep a leading group (a keyword or a title).
+# Gates: a rule runs only when the text has a digit (DIGIT) and/or one of its lowercase cue
+# substrings; a cheap `in` test that spares most rules a regex scan of most reports.
+DIGIT = "digit"
+_MONTH_CUES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_AM_PM_CUES = ("am", "pm", "a.m", "p.m")
+
+# (gate, pattern, replacement): a gate is DIGIT, a tuple of cues, or (DIGIT, cues). The
+# replacement may keep a leading group (a keyword or a title). Patterns that start at a digit
+# test the character before it with a lookbehind placed after the first digit, so that the
+# regex engine can skip to digits quickly.
 _RULES = [
-    (r"_{2,}", DEID_TOKEN),
-    (r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", DEID_TOKEN),
-    (r"(?i)\b(?:https?://|www\.)\S+", DEID_TOKEN),
-    (r"(?i)(\b" + _ID_KEYWORDS + r"\s*[:#]?\s*(?:is\s+)?)[A-Z]{0,4}\d[A-Z0-9-]*", r"\1" + DEID_TOKEN),
-    (r"(?<![\w.])(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w.]?\d)", DEID_TOKEN),
-    (r"(?<![\w.])\+\d{1,3}(?:[\s.-]?\(?\d{2,4}\)?){2,4}(?![\w.]?\d)", DEID_TOKEN),
+    (("_",), r"_{2,}", DEID_TOKEN),
+    (("@",), r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", DEID_TOKEN),
+    (("http", "www"), r"(?i)\b(?:https?://|www\.)\S+", DEID_TOKEN),
+    (DIGIT, r"(?i)(\b" + _ID_KEYWORDS + r"\s*[:#]?\s*(?:is\s+)?)[A-Z]{0,4}\d[A-Z0-9-]*", r"\1" + DEID_TOKEN),
+    (DIGIT, r"(?<![\w.])(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w.]?\d)", DEID_TOKEN),
+    ((DIGIT, ("+",)), r"\+(?<![\w.]\+)\d{1,3}(?:[\s.-]?\(?\d{2,4}\)?){2,4}(?![\w.]?\d)", DEID_TOKEN),
     (
+        (DIGIT, ("pager", "beeper", "pgr", "ext", "phone", "tel", "cell", "fax", "contact")),
         r"(?i)(\b(?:pager|beeper|pgr|ext|extension|phone|tel|telephone|cell|fax|contact)\.?\s*"
         r"(?:#|no\.?|number)?\s*:?\s*)\d[\d-]{2,}\d",
         r"\1" + DEID_TOKEN,
     ),
-    (r"(?i)\b(?:" + _DAY + r"[\s-]+(?:of\s+)?" + _MONTH + r"|" + _MONTH + r"\s+" + _DAY + r")"
-     + r"(?:,?[\s-]+(?:" + _YEAR + r"))?\b" + _NOT_UNIT, DEID_TOKEN),
-    (r"(?i)\b" + _MONTH + r",?\s+(?:" + _YEAR + r")\b", DEID_TOKEN),
-    (r"(?<![\d.])\d{1,4}([/.-])\d{1,2}\1\d{2,4}(?![\d.]?\d)", DEID_TOKEN),
-    (r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN),
-    (r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b", DEID_TOKEN),
-    (r"(?i)(?<![\d.])\d{1,2}[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)", _keep_full_stop),
-    (r"(?<![\d.:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])(?:\s*(?:h|hrs|hours)\b)?", DEID_TOKEN),
-    (r"(?i)(?<![\d.])\d{1,2}\s*[ap]\.?m\.?(?!\w)", _keep_full_stop),
-    (r"(?i)(?<![\d.])\d{4}\s*(?:h|hrs|hours)\b", DEID_TOKEN),
-    (r"(?<![\d.])(?:19|20)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
-    (r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)", DEID_TOKEN),
-    (r"(?<![\d.])\d{5,}(?![\d.]?\d)", DEID_TOKEN),
-    (r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN),
     (
+        (DIGIT, _MONTH_CUES),
+        r"(?i)\b(?:" + _DAY + r"[\s-]+(?:of\s+)?" + _MONTH + r"|" + _MONTH + r"\s+" + _DAY + r")"
+        r"(?:,?[\s-]+(?:" + _YEAR + r"))?\b" + _NOT_UNIT,
+        DEID_TOKEN,
+    ),
+    ((DIGIT, _MONTH_CUES), r"(?i)\b" + _MONTH + r",?\s+(?:" + _YEAR + r")\b", DEID_TOKEN),
+    (DIGIT, r"\d(?<![\d.]\d)\d{0,3}(?P<sep>[/.-])\d{1,2}(?P=sep)\d{2,4}(?![\d.]?\d)", DEID_TOKEN),
+    ((DIGIT, ("/",)), r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN),
+    (("day",), r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b", DEID_TOKEN),
+    ((DIGIT, _AM_PM_CUES), r"(?i)\d(?<![\d.]\d)\d?[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)", _keep_full_stop),
+    ((DIGIT, (":",)), r"\d(?<![\d.:]\d)\d?:\d{2}(?::\d{2})?(?![\d:])(?:\s*(?:h|hrs|hours)\b)?", DEID_TOKEN),
+    ((DIGIT, _AM_PM_CUES), r"(?i)\d(?<![\d.]\d)\d?\s*[ap]\.?m\.?(?!\w)", _keep_full_stop),
+    ((DIGIT, ("h",)), r"(?i)\d(?<![\d.]\d)\d{3}\s*(?:h|hrs|hours)\b", DEID_TOKEN),
+    (DIGIT, r"(?:19|20)(?<![\d.]\d\d)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
+    ((DIGIT, ("y",)), r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)", DEID_TOKEN),
+    (DIGIT, r"\d(?<![\d.]\d)\d{4,}(?![\d.]?\d)", DEID_TOKEN),
+    (DIGIT, r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN),
+    (
+        ("dr", "mr", "ms", "miss", "prof", "nurse", "doctor"),
         r"(\b(?:Dr|DR|Drs|Doctor|DOCTOR|Mr|MR|Mrs|MRS|Ms|MS|Miss|MISS|Prof|PROF|Professor|Nurse|NURSE)"
         r"(?:\.\s*|\s+))" + _NAME + r"\b",
         _title_replacement,
     ),
     (
+        ("discussed", "communicated", "conveyed", "spoke", "notified", "paged", "informed", "signed",
+         "dictated", "reported", "read by"),
         r"(\b(?i:discussed\s+with|communicated\s+(?:to|with)|conveyed\s+to|spoke\s+(?:with|to)|"
         r"notified|paged|informed|signed\s+by|dictated\s+by|reported\s+to|read\s+by)\s+)"
         r"[A-Z][a-z'\u2019-]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'\u2019-]+\b",
         r"\1" + DEID_TOKEN,
     ),
     (
+        ("md", "m.d.", "rn", "r.n.", "np", "pa-c", "do", "phd", "frcr"),
         r"\b[A-Z][a-z'\u2019-]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'\u2019-]+"
         r"(?=,?\s+(?:MD|M\.D\.|RN|R\.N\.|NP|PA-C|DO|PhD|FRCR)\b)",
         DEID_TOKEN,
     ),
 ]
-_COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in _RULES]
+
+
+def _compile_gate(gate):
+    needs_digit = gate == DIGIT or (isinstance(gate[0], str) and gate[0] == DIGIT)
+    cues = () if gate == DIGIT else gate[1] if gate[0] == DIGIT else gate
+    return needs_digit, tuple(cues)
+
+
+_COMPILED = [(*_compile_gate(gate), re.compile(pattern), replacement) for gate, pattern, replacement in _RULES]
+_HAS_DIGIT = re.compile(r"\d")
 _RUN_OF_TOKENS = re.compile(re.escape(DEID_TOKEN) + r"(?:[\s,;/:.-]*" + re.escape(DEID_TOKEN) + r")+")
 
 
 def deidentify(text):
     """Replace dates, times, phone/record numbers, ages over 89, names and `___` in `text` with
     `DEID_TOKEN`, collapsing consecutive tokens. Deterministic; see the module docstring."""
-    for pattern, replacement in _COMPILED:
+    lowered = text.lower()
+    has_digit = _HAS_DIGIT.search(text) is not None
+    for needs_digit, cues, pattern, replacement in _COMPILED:
+        if needs_digit and not has_digit:
+            continue
+        if cues and not any(cue in lowered for cue in cues):
+            continue
         text = pattern.sub(replacement, text)
     return _RUN_OF_TOKENS.sub(DEID_TOKEN, text)
 

@@ -5,35 +5,39 @@ All matching is case-insensitive on whole words; the normaliser keeps the case p
 word it replaces ("Oedema" -> "Edema", "OEDEMA" -> "EDEMA").
 """
 
-# British -> American spelling as word-start / word-part rules (regex, replacement). They are
-# anchored to whole-word patterns so that, e.g., "haem" only changes at the start of a word or
-# after a medical prefix, never inside an unrelated word.
+# British -> American spelling: (cue, pattern, replacement). The pattern matches only the part
+# that changes, anchored at a word start or after a medical prefix, so "haem" changes in
+# "haemothorax" and "hydrohaemothorax" but never inside an unrelated word. A rule runs only when
+# its lowercase cue (or one of a tuple of cues) occurs in the text.
 SPELLING_RULES = [
-    (r"\b(hydro|pneumo|sero)?haem(?=[a-z])", r"\1hem"),     # haemorrhage, haematoma, haemothorax
-    (r"\b(hydro|pneumo)?haemo(?=thorax)", r"\1hemo"),
-    (r"\boedem(?=a|at)", "edem"),                           # oedema, oedematous
-    (r"\boesophag(?=[a-z])", "esophag"),                    # oesophagus, oesophageal
-    (r"\bpaed(?=[a-z])", "ped"),                            # paediatric
-    (r"\bortho?paed(?=[a-z])", "orthoped"),
-    (r"(?<=[a-z])aemi(?=a|c)", "emi"),                      # anaemia, hypoxaemia, ischaemic? (see below)
-    (r"\bischaem(?=[a-z])", "ischem"),                      # ischaemia, ischaemic
-    (r"\bleuc(?=o|ae|e)", "leuk"),                          # leucocyte, leucaemia
-    (r"\baetiolog(?=[a-z])", "etiolog"),
-    (r"\banaesthe(?=[a-z])", "anesthe"),
-    (r"\bdyspnoe(?=a|ic)", "dyspne"),
-    (r"\bapnoe(?=a|ic)", "apne"),
-    (r"\bdiarrhoe(?=a|al)", "diarrhe"),
-    (r"\bfoet(?=al|us)", "fet"),
-    (r"\btumour", "tumor"),
-    (r"\bfibre(?=s?\b)", "fiber"),
-    (r"\bcentre(?=s?\b|d\b)", "center"),
-    (r"\b(centi|milli)metre", r"\1meter"),
-    (r"\blitre", "liter"),
-    (r"\bcalibre\b", "caliber"),
-    (r"\bgrey\b", "gray"),
-    (r"\bmanoeuvre", "maneuver"),
-    (r"\b(locali|visuali|characteri|stabili|hospitali|immobili|organi|recogni|minimi|"
-     r"catheteri|emphasi|normali|generali)s(?=(?:e|ed|es|ing|ation|ations)\b)", r"\1z"),
+    ("haem", r"(?:\b|(?<=hydro)|(?<=pneumo)|(?<=sero))haem(?=[a-z])", "hem"),  # haemorrhage, haematoma
+    ("oedem", r"\boedem(?=a|at)", "edem"),                                   # oedema, oedematous
+    ("oesophag", r"\boesophag(?=[a-z])", "esophag"),                         # oesophagus, oesophageal
+    ("paed", r"(?:\b|(?<=ortho)|(?<=orth))paed(?=[a-z])", "ped"),           # paediatric, orthopaedic
+    ("aemi", r"(?<=[a-z])aemi(?=a|c)", "emi"),                               # anaemia, hypoxaemia, ischaemic
+    ("leuc", r"\bleuc(?=o|ae|e)", "leuk"),                                   # leucocyte, leucaemia
+    ("aetiolog", r"\baetiolog", "etiolog"),
+    ("anaesthe", r"\banaesthe", "anesthe"),
+    ("dyspnoe", r"\bdyspnoe(?=a|ic)", "dyspne"),
+    ("apnoe", r"\bapnoe(?=a|ic)", "apne"),
+    ("diarrhoe", r"\bdiarrhoe(?=a|al)", "diarrhe"),
+    ("foet", r"\bfoet(?=al|us)", "fet"),
+    ("tumour", r"\btumour", "tumor"),
+    ("fibre", r"\bfibre(?=s?\b)", "fiber"),
+    ("centre", r"\bcentre(?=s?\b|d\b)", "center"),
+    ("metre", r"(?:\b|(?<=centi)|(?<=milli))metre", "meter"),
+    ("litre", r"\blitre", "liter"),
+    ("calibre", r"\bcalibre\b", "caliber"),
+    ("grey", r"\bgrey\b", "gray"),
+    ("manoeuvre", r"\bmanoeuvre", "maneuver"),
+    (
+        ("locali", "visuali", "characteri", "stabili", "hospitali", "immobili", "organi", "recogni",
+         "minimi", "catheteri", "emphasi", "normali", "generali"),
+        r"(?:(?<=\blocali)|(?<=\bvisuali)|(?<=\bcharacteri)|(?<=\bstabili)|(?<=\bhospitali)|"
+        r"(?<=\bimmobili)|(?<=\borgani)|(?<=\brecogni)|(?<=\bminimi)|(?<=\bcatheteri)|"
+        r"(?<=\bemphasi)|(?<=\bnormali)|(?<=\bgenerali))s(?=(?:e|ed|es|ing|ation|ations)\b)",
+        "z",
+    ),
 ]
 
 # Synonyms -> one preferred term. Keys are regexes matched case-insensitively from a word start

@@ -185,8 +185,22 @@ def _fit_case(expansion, text, start, end):
 
 # ---------------------------------------------------------------- terminology
 
-_SPELLING = [(re.compile(pattern, re.IGNORECASE), replacement) for pattern, replacement in SPELLING_RULES]
-_SYNONYMS = [(re.compile(r"\b" + pattern, re.IGNORECASE), replacement) for pattern, replacement in SYNONYMS.items()]
+def _cues(cue):
+    return (cue,) if isinstance(cue, str) else tuple(cue)
+
+
+def _longest_literal(pattern):
+    return max(re.findall(r"[a-z]+", re.sub(r"\\[a-zA-Z]", " ", pattern)), key=len)
+
+
+# Each rule runs only when one of its cues occurs in the lowercased text (a cheap substring
+# test); a synonym's cue is the longest literal word of its pattern.
+_TERM_RULES = [
+    (_cues(cue), re.compile(pattern, re.IGNORECASE), replacement) for cue, pattern, replacement in SPELLING_RULES
+] + [
+    ((_longest_literal(pattern),), re.compile(r"\b" + pattern, re.IGNORECASE), replacement)
+    for pattern, replacement in SYNONYMS.items()
+]
 
 
 def _same_case(replacement, original):
@@ -200,10 +214,10 @@ def _same_case(replacement, original):
 def standardize_terms(text):
     """American spelling ("oedema" -> "edema") and one preferred term per synonym group
     ("pleural fluid" -> "pleural effusion"), keeping the case pattern of the replaced words."""
-    for pattern, replacement in _SPELLING:
-        text = pattern.sub(lambda m: _same_case(m.expand(replacement), m.group(0)), text)
-    for pattern, replacement in _SYNONYMS:
-        text = pattern.sub(lambda m: _same_case(replacement, m.group(0)), text)
+    lowered = text.lower()
+    for cues, pattern, replacement in _TERM_RULES:
+        if any(cue in lowered for cue in cues):
+            text = pattern.sub(lambda m: _same_case(replacement, m.group(0)), text)
     return text
 
 
