@@ -18,7 +18,13 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import (
+    ProjectConfiguration,
+    broadcast_object_list,
+    is_mps_available,
+    is_xpu_available,
+    set_seed,
+)
 from tqdm.auto import tqdm
 
 from modeling_medvl import MedVLForPreTraining, contrastive_loss
@@ -48,6 +54,10 @@ from train.zero_shot_eval import evaluate_pretraining, load_prompts
 logger = get_logger()
 
 
+def accelerator_device_available() -> bool:
+    return torch.cuda.is_available() or is_xpu_available() or is_mps_available()
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row: the run is diverging."""
 
@@ -58,13 +68,21 @@ class PretrainingRun:
         self.after_checkpoint = after_checkpoint
         self.output_dir = Path(train_args.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        find_unused = train_args.ddp_find_unused_parameters
+        if find_unused is None:
+            config = preset_config(model_args)
+            find_unused = bool(model_args.model_name_or_path) or min(
+                config.itc_weight, config.mlm_weight, config.itm_weight
+            ) == 0
         self.accelerator = Accelerator(
+            # Without cpu=True, accelerate treats each rank of a multi-process CPU launch as a lone process.
+            cpu=not accelerator_device_available(),
             mixed_precision=train_args.mixed_precision,
             log_with=None if train_args.report_to == "none" else train_args.report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "tensorboard")
             ),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train_args.ddp_find_unused_parameters)],
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
         )
         acc = self.accelerator
         self.accumulation, self.global_batch = resolve_accumulation(

@@ -53,7 +53,7 @@ def prepare_tokenizer(data_args, text_config, train_data, output_dir, accelerato
     return tokenizer
 
 
-def _token_ids(tokenizer) -> dict:
+def token_ids(tokenizer) -> dict:
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     return {
@@ -78,7 +78,7 @@ def build_model(model_args, tokenizer) -> MedVLForPreTraining:
     else:
         overrides = parse_model_overrides(model_args.model_overrides)
         text_overrides = dict(overrides.pop("text_config", {}))
-        text_overrides.update(_token_ids(tokenizer))
+        text_overrides.update(token_ids(tokenizer))
         config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides)
         model = MedVLForPreTraining(config)
     if model_args.gradient_checkpointing:
@@ -91,4 +91,4 @@ def build_processor(tokenizer, image_size: int) -> MedVLProcessor:
     return MedVLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-__all__ = ["parse_model_overrides", "preset_config", "prepare_tokenizer", "build_model", "build_processor"]
+__all__ = ["token_ids", "parse_model_overrides", "preset_config", "prepare_tokenizer", "build_model", "build_processor"]

@@ -99,7 +99,10 @@ class PretrainArguments:
         default=5, metadata={"help": "Stop after this many non-finite losses in a row (each one skips its step)."}
     )
     report_to: str = field(default="tensorboard", metadata={"choices": ["tensorboard", "none"]})
-    ddp_find_unused_parameters: bool = False
+    ddp_find_unused_parameters: Optional[bool] = field(
+        default=None, metadata={"help": "DDP's find_unused_parameters (default: on when a loss term's weight is "
+                                "0, since its head then gets no gradient)."}
+    )
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainArguments)

@@ -1,0 +1,131 @@
+"""The exact-accumulation step equals one large batch: 4 micro-batches in one process, and 2
+processes x 2 micro-batches under a real `accelerate launch` (gloo on CPU) - loss, each term and
+every gradient, the temperature's included."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from modeling_medvl import MedVLConfig, MedVLForPreTraining, contrastive_loss
+from processing.augmentation import JointAugmentation
+from processing.synthcxr import generate_synthcxr
+from processing.tokenizer_training import train_clinical_tokenizer
+from train import contrastive_accumulation
+from train.contrastive_accumulation import ExactAccumulationStep
+from train.data_loading import PretrainCollator
+from train.pretrain_setup import build_processor, token_ids
+
+SCRIPT = Path(__file__).resolve().parent / "scripts" / "pretrain_accumulated_step.py"
+GLOBAL_BATCH = 16
+ATOL, RTOL = 1e-6, 1e-4
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def split(batch, size):
+    rows = batch["pixel_values"].shape[0]
+    return [{key: value[start : start + size] for key, value in batch.items()} for start in range(0, rows, size)]
+
+
+def gradients(model):
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(tmp_path_factory):
+    """A tiny model (ITM off: its negatives are sampled per batch) and one collated global batch."""
+    folder = tmp_path_factory.mktemp("accumulation")
+    studies = list(generate_synthcxr(GLOBAL_BATCH, size=64, seed=5))
+    tokenizer = train_clinical_tokenizer([study.report for study in studies], vocab_size=400)
+    processor = build_processor(tokenizer, image_size=64)
+    collator = PretrainCollator(processor, JointAugmentation(), mlm_probability=0.15, max_length=128, seed=0)
+    batch = collator([(index, {"image": s.image, "report": s.report}) for index, s in enumerate(studies)])
+    torch.save(batch, folder / "global_batch.pt")
+    torch.manual_seed(0)
+    config = MedVLConfig.from_preset("tiny", text_config=token_ids(tokenizer), itm_weight=0.0, mlm_weight=0.5)
+    MedVLForPreTraining(config).save_pretrained(folder / "model")
+    return folder
+
+
+def large_batch_reference(fixture_dir):
+    model = MedVLForPreTraining.from_pretrained(fixture_dir / "model")
+    batch = torch.load(fixture_dir / "global_batch.pt", weights_only=True)
+    outputs = model(**batch, return_loss=True)
+    outputs.loss.backward()
+    terms = {name: float(value.detach()) for name, value in outputs.loss_terms.items()}
+    return float(outputs.loss), terms, gradients(model)
+
+
+def accumulated(fixture_dir, micro_batch_size):
+    model = MedVLForPreTraining.from_pretrained(fixture_dir / "model")
+    batch = torch.load(fixture_dir / "global_batch.pt", weights_only=True)
+    config = model.config
+    weights = {"itc": config.itc_weight, "mlm": config.mlm_weight, "itm": config.itm_weight}
+    losses = ExactAccumulationStep(Accelerator(cpu=True), contrastive_loss, weights)(
+        model, split(batch, micro_batch_size)
+    )
+    return losses, gradients(model)
+
+
+def assert_same_step(loss, terms, grads, reference):
+    ref_loss, ref_terms, ref_grads = reference
+    assert loss == pytest.approx(ref_loss, rel=RTOL)
+    assert set(terms) == set(ref_terms) == {"itc", "mlm"}
+    for name, value in ref_terms.items():
+        assert terms[name] == pytest.approx(value, rel=RTOL), name
+    assert set(grads) == set(ref_grads)
+    assert any("logit_scale" in name for name in ref_grads)
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=ATOL, rtol=RTOL, msg=name)
+
+
+def test_four_micro_batches_equal_one_large_batch(fixture_dir):
+    losses, grads = accumulated(fixture_dir, GLOBAL_BATCH // 4)
+    assert_same_step(losses.loss, losses.terms, grads, large_batch_reference(fixture_dir))
+
+
+def test_micro_batches_mask_different_token_counts(fixture_dir):
+    """The MLM term's token weighting is exercised: the micro-batches' masked counts differ."""
+    batch = torch.load(fixture_dir / "global_batch.pt", weights_only=True)
+    counts = {int((micro["mlm_labels"] != -100).sum()) for micro in split(batch, GLOBAL_BATCH // 4)}
+    assert len(counts) > 1
+
+
+def test_replay_is_checked_against_the_cache(fixture_dir, monkeypatch):
+    """With dropout on, pass 2 reproduces pass 1 only because each micro-batch's RNG state is restored."""
+    config = MedVLConfig.from_pretrained(fixture_dir / "model")
+    config.text_config.hidden_dropout_prob = 0.3
+    model = MedVLForPreTraining.from_pretrained(fixture_dir / "model", config=config)
+    batch = split(torch.load(fixture_dir / "global_batch.pt", weights_only=True), GLOBAL_BATCH // 4)
+    step = ExactAccumulationStep(Accelerator(cpu=True), contrastive_loss, {"itc": 1.0, "mlm": 0.5})
+    model.train()
+    assert step(model, batch).finite
+    monkeypatch.setattr(contrastive_accumulation, "_restore_torch_rng_state", lambda state: None)
+    with pytest.raises(RuntimeError, match="replay differs"):
+        step(model, batch)
+
+
+def test_two_processes_equal_one_large_batch(fixture_dir, tmp_path):
+    output = tmp_path / "two_process_step.pt"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(SCRIPT), str(fixture_dir), str(output), str(GLOBAL_BATCH // 4),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, f"accelerate launch failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    step = torch.load(output, weights_only=True)
+    assert step["num_processes"] == 2 and step["micro_batches"] == 2
+    assert_same_step(step["loss"], step["terms"], step["gradients"], large_batch_reference(fixture_dir))
