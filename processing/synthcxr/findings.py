@@ -208,7 +208,7 @@ def paint_pneumothorax(canvas, finding):
         shrink = 0.9
     anatomy = canvas.anatomy
     for side in finding.sides:
-        cx, cy = anatomy.lung_point(side, -1.0, 0.85)
+        cx, cy = anatomy.lung_point(side, -0.3, 1.05)  # upright: the lung falls away from apex and lateral wall
         collapsed = lung_signed_distance(anatomy, side, cx + (canvas.x - cx) / shrink, cy + (canvas.y - cy) / shrink)
         inside = soft_inside(collapsed * shrink, canvas.size, edge_px=1.2)
         lung = canvas.lung[side]

@@ -23,8 +23,10 @@ class Canvas:
     def __init__(self, anatomy, size, noise_seed):
         self.anatomy, self.size, self.noise_seed = anatomy, size, noise_seed
         self.x, self.y = pixel_grid(size)
-        self.lung = {side: soft_inside(lung_signed_distance(anatomy, side, self.x, self.y), size) for side in ("right", "left")}
-        self.heart = soft_inside(heart_signed_distance(anatomy, self.x, self.y), size, edge_px=1.5)
+        # Organ outlines are a little soft on radiographs: edges a few pixels wide at 512 px.
+        edge = max(1.0, size / 200.0)
+        self.lung = {side: soft_inside(lung_signed_distance(anatomy, side, self.x, self.y), size, edge) for side in ("right", "left")}
+        self.heart = soft_inside(heart_signed_distance(anatomy, self.x, self.y), size, 1.5 * edge)
         self.air = (self.lung["right"] + self.lung["left"]) * (1.0 - self.heart)
         self.marked = self.air.copy()
         self.density = np.zeros_like(self.air)
@@ -63,10 +65,13 @@ def render_radiograph(anatomy, findings, size, noise_seed):
     heart = canvas.heart * soft_inside(y - (diaphragm - 0.08), size, edge_px=0.04 * size)
     attenuation = 0.56 * body + canvas.density + 0.05 * heart
     attenuation += 0.12 * _mediastinum(a, x, y, size) - 0.1 * _trachea(a, x, y, size)
-    attenuation -= 0.42 * canvas.air
+    # Overlying soft tissue (breasts, pectorals) thickens towards the lung bases.
+    depth = np.clip((y - a.apex_y) / (diaphragm - a.apex_y), 0.0, 1.0)
+    attenuation -= 0.42 * canvas.air * (1.0 - 0.2 * depth * depth)
+    attenuation += 0.025 * body * smooth_noise(texture_rng, size, 6)
     markings = _vessel_layer(a, size, texture_rng) + 0.025 * smooth_noise(texture_rng, size, 48)
     attenuation += markings * canvas.marked
-    attenuation += body * (0.035 * _spine(a, x, size) + _ribs(a, x, y, size) + 0.1 * _clavicles(a, x, y, size))
+    attenuation += body * (0.035 * _spine(a, x, size) + _ribs(a, x, y, size) + 0.13 * _clavicles(a, x, y, size))
     if a.gastric_bubble:
         bubble = np.hypot((x - (a.midline_x + 0.13)) / 0.045, (y - (a.diaphragm_left_y + 0.045)) / 0.025)
         attenuation -= 0.22 * soft_inside((bubble - 1.0) * 0.025, size)
@@ -100,6 +105,7 @@ def _ribs(a, x, y, size):
     """Posterior ribs arch down laterally; fainter anterior ribs run down towards the midline."""
     lateral = np.abs(x - a.midline_x)
     in_chest = soft_inside(lateral - (0.5 * a.thoracic_width + 0.015), size) * soft_inside(y - (a.diaphragm_left_y + 0.06), size)
+    in_chest *= soft_inside(0.04 - lateral, size)  # ribs start at the spine's transverse processes
     posterior = _bands(y - a.apex_y + 0.05 - a.rib_offset - 0.1 * lateral + 1.3 * lateral**2, a.rib_spacing, 0.38, 10, size)
     anterior = _bands(y - a.apex_y - 0.02 + 0.3 * (lateral - 0.3), a.rib_spacing * 1.1, 0.3, 6, size)
     return in_chest * (0.06 * posterior + 0.035 * anterior * soft_inside(0.06 - lateral, size))
@@ -130,7 +136,7 @@ def _vessel_layer(a, size, rng):
     for side, lateral in (("right", -1.0), ("left", 1.0)):
         hx, hy = a.hilum(side)
         for angle in np.linspace(-1.9, 1.3, 8):
-            _branch(draw, scalar_rng, size, hx, hy, angle + scalar_rng.gauss(0, 0.12), lateral, 0.11, 0.009, 0)
+            _branch(draw, scalar_rng, size, hx, hy, angle + scalar_rng.gauss(0, 0.12), lateral, 0.085, 0.009, 0)
     return np.asarray(layer, dtype=np.float32)
 
 
