@@ -12,6 +12,9 @@
 3. horizontal flip with probability `flip_probability`, and the report's sides swapped with
    `swap_laterality` so that "left effusion" still describes the flipped image.
 
+Images in 'L', 'RGB', 'I;16', 'I' and 'F' keep their mode; palette, alpha and other 16-bit byte
+order modes are converted first (see `_CONVERTED_MODES`).
+
 All randomness comes from the `rng` passed in (a `random.Random`), so the same seed gives the
 same image and report.
 """
@@ -25,6 +28,12 @@ from PIL import Image
 from .clinical_text_medvl import swap_laterality
 
 SUPPORTED_MODES = ("L", "RGB", "I;16", "I", "F")
+# Other modes are first brought to the nearest supported one (alpha is dropped, palettes are
+# expanded, other 16-bit byte orders become 'I;16'); anything else is refused.
+_CONVERTED_MODES = {
+    "1": "L", "LA": "L", "P": "RGB", "PA": "RGB", "RGBA": "RGB", "RGBa": "RGB", "RGBX": "RGB",
+    "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB",
+}
 # Value range each integer mode clips to; 'F' is not clipped.
 _MODE_RANGE = {"L": (0, 255), "RGB": (0, 255), "I;16": (0, 65535)}
 
@@ -102,8 +111,7 @@ class JointAugmentation:
         (a fresh unseeded one when None)."""
         if not isinstance(image, Image.Image):
             raise ValueError(f"image must be a PIL.Image, got {type(image).__name__}")
-        if image.mode not in SUPPORTED_MODES:
-            raise ValueError(f"image mode {image.mode!r} is not supported; convert to one of {SUPPORTED_MODES}")
+        image = _supported(image)
         if not isinstance(report, str) or not report.strip():
             raise ValueError(f"report must be a non-empty string, got {report!r:.60}")
         rng = rng if rng is not None else random.Random()
@@ -160,6 +168,18 @@ class JointAugmentation:
                 grey = pixels.mean(axis=-1) if pixels.ndim == 3 else pixels
                 pixels = grey.mean() + (pixels - grey.mean()) * factor
         return _to_image(pixels, mode, image)
+
+
+def _supported(image):
+    if image.mode in SUPPORTED_MODES:
+        return image
+    if image.mode in _CONVERTED_MODES:
+        return image.convert(_CONVERTED_MODES[image.mode])
+    if image.mode.startswith("I;16"):
+        return Image.fromarray(np.asarray(image).astype(np.uint16))
+    raise ValueError(
+        f"image mode {image.mode!r} is not supported; use one of {SUPPORTED_MODES} or {sorted(_CONVERTED_MODES)}"
+    )
 
 
 def _to_image(pixels, mode, original):

@@ -309,6 +309,10 @@ CONTEXTUAL = {
     ],
     "L": [("left", r"\s*" + LATERALITY_CONTEXT, None, None)],
     "R": [("right", r"\s*" + LATERALITY_CONTEXT, None, None)],
+    "Lt": [("left", r"\.?\s*" + LATERALITY_CONTEXT, None, None)],
+    "Rt": [("right", r"\.?\s*" + LATERALITY_CONTEXT, None, None)],
+    "LT": [("left", r"\.?\s*" + LATERALITY_CONTEXT, None, None)],
+    "RT": [("right", r"\.?\s*" + LATERALITY_CONTEXT, None, None)],
     # Roman numeral "IV" (stage IV, grade IV) is not intravenous: None keeps it as written.
     "IV": [
         (None, None, r"\b(?:stage|grade|type|class|level|phase|cn)\s*$", None),

@@ -99,7 +99,7 @@ _RULES = [
     ((DIGIT, ("h",)), r"(?i)\d(?<![\d.]\d)\d{3}\s*(?:h|hrs|hours)\b", DEID_TOKEN),
     (DIGIT, r"(?:19|20)(?<![\d.]\d\d)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
     ((DIGIT, ("y",)), r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)", DEID_TOKEN),
-    (DIGIT, r"\d(?<![\d.]\d)\d{4,}(?![\d.]?\d)", DEID_TOKEN),
+    (DIGIT, r"\d(?<![\d.]\d)\d{4,}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
     (DIGIT, r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN),
     (
         ("dr", "mr", "ms", "miss", "prof", "nurse", "doctor"),

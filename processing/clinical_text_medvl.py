@@ -103,7 +103,7 @@ _UPPER_KEYS = list(ABBREVIATIONS) + list(CONTEXTUAL)
 _ALTERNATIVES = [
     r"(?P<shortsym>(?i:" + _alternation([k for k in SHORTHAND if not k[-1].isalnum()]) + r"))",
     r"(?P<short>(?i:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])",
-    r"(?P<word>" + _alternation(_UPPER_KEYS) + r")(?P<plural>s)?(?!\w)",
+    r"(?P<word>" + _alternation(_UPPER_KEYS) + r")(?P<plural>s)?(?!\w)(?P<dot>\.(?=\s*[a-z]))?",
 ]
 _ABBREVIATION_RE = re.compile(r"(?<![\w/.-])(?:" + "|".join(_ALTERNATIVES) + r")")
 _COMPILED_CONTEXT = {
@@ -116,6 +116,8 @@ _COMPILED_CONTEXT = {
     ]
     for abbreviation, senses in CONTEXTUAL.items()
 }
+# Abbreviations written with a period ("Rt. lung"): the period goes with the expansion.
+_DOTTED = {"Rt", "Lt", "RT", "LT"}
 _GREATER_THAN_RE = re.compile(r"(?<![\w/])([LR])\s*>\s*([LR])(?![\w/])")
 _SIDE = {"L": "left", "R": "right"}
 _WORD_RE = re.compile(r"[A-Za-z][\w'-]*")
@@ -149,6 +151,8 @@ def _expand(match, text):
             expansion = ABBREVIATIONS[abbreviation]
         if match.group("plural"):
             expansion = PLURALS.get(abbreviation, expansion + "s")
+        if match.group("dot") and abbreviation not in _DOTTED:
+            expansion += "."
     else:
         expansion = _CASE_INSENSITIVE[match.group(0).lower()]
     return _fit_case(expansion, text, match.start(), match.end())
@@ -228,10 +232,13 @@ _LATERALITY_RE = re.compile(
     r"|(?P<lingula>\b" + LINGULA_TO_MIDDLE_LOBE + r"\b)"
     r"|(?P<abbr>\b(?:" + _alternation(LATERALITY_ABBREVIATIONS) + r")\b)"
     r"|(?P<greater>(?<![\w/])[LR]\s*>\s*[LR](?![\w/]))"
-    r"|(?P<letter>(?<![\w/.-])[LR](?=\s*" + LATERALITY_CONTEXT + r"))"
+    r"|(?P<letter>(?<![\w/.-])(?:[LR]|Lt|Rt|LT|RT)(?=\.?\s*" + LATERALITY_CONTEXT + r"))"
     r"|(?P<word>\b(?:" + _alternation(LATERALITY_WORDS) + r")\b(?!" + LATERALITY_FIXED + r"))",
     re.IGNORECASE,
 )
+
+
+_SWAP_LR = str.maketrans("LR", "RL")
 
 
 def _swap(match):
@@ -243,9 +250,8 @@ def _swap(match):
     if match.group("abbr"):
         return LATERALITY_ABBREVIATIONS[found] if found.isupper() else found
     if match.group("greater") or match.group("letter"):
-        if not found[0].isupper():
-            return found
-        return found.translate(str.maketrans("LR", "RL"))
+        # Lower-case "l"/"r" (litres, "r/o") are not sides.
+        return found.translate(_SWAP_LR) if found[0].isupper() else found
     return _same_case(LATERALITY_WORDS[found.lower()], found)
 
 
@@ -254,7 +260,7 @@ def swap_laterality(text):
 
     left <-> right (any case, also in "left-sided", "leftward"), levo- <-> dextro- (scoliosis,
     convexity), lobe and region abbreviations (LLL <-> RLL, LUL <-> RUL, LIJ <-> RIJ, ...), "L"/"R"
-    where they name a side ("L base", "R effusion", "L > R"). "bilateral" and midline words stay.
+    and "Lt"/"Rt" where they name a side ("L base", "Rt. effusion", "L > R"). "bilateral" and midline words stay.
     The right middle lobe has no left counterpart of its own: it maps to its mirror segment, the
     lingula, and the lingula maps back to "right middle lobe" (so "RML" returns expanded after
     two flips). Cardiac chambers and coronary arteries ("left ventricle") keep their names.

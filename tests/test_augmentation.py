@@ -128,6 +128,18 @@ def test_all_steps_off_is_identity_and_output_size_still_applies():
     assert resized.size == (16, 16)
 
 
+@pytest.mark.parametrize("mode, expected", [("RGBA", "RGB"), ("P", "RGB"), ("LA", "L"), ("1", "L"), ("I;16B", "I;16")])
+def test_other_modes_are_brought_to_a_supported_one(mode, expected):
+    image = Image.new(mode, (20, 10), 1)
+    out, _ = JointAugmentation()(image, REPORT, random.Random(0))
+    assert out.mode == expected and out.size == (20, 10)
+    if mode == "I;16B":
+        big_endian = Image.fromarray(np.full((10, 20), 40000, np.uint16).astype(">u2"))
+        assert big_endian.mode == "I;16B"
+        flipped, _ = JointAugmentation(**FLIP_ONLY)(big_endian, REPORT, random.Random(0))
+        assert np.asarray(flipped).max() == 40000
+
+
 def test_settings_round_trip():
     augment = JointAugmentation(output_size=(64, 48), brightness=0.1, flip_probability=0.3)
     rebuilt = JointAugmentation(**json.loads(json.dumps(augment.to_dict())))
@@ -140,8 +152,7 @@ def test_settings_round_trip():
     "image, report, message",
     [
         (np.zeros((8, 8), np.uint8), REPORT, "image must be a PIL.Image, got ndarray"),
-        (Image.new("RGBA", (8, 8)), REPORT, "image mode 'RGBA' is not supported"),
-        (Image.new("P", (8, 8)), REPORT, "image mode 'P' is not supported"),
+        (Image.new("La", (8, 8)), REPORT, "image mode 'La' is not supported"),
         (Image.new("L", (8, 8)), "   ", "report must be a non-empty string"),
         (Image.new("L", (8, 8)), None, "report must be a non-empty string"),
     ],

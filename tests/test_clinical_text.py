@@ -143,7 +143,8 @@ def test_deidentify_formats(text, expected):
 
 
 def test_measurements_and_clinical_numbers_survive_deidentification():
-    text = "Nodule 1.5 x 2.0 cm, previously 1.2-1.4 cm, at T4-T5; 3-4 mm; MR is moderate; HR 110; 2 L O2."
+    text = ("Nodule 1.5 x 2.0 cm, previously 1.2-1.4 cm, at T4-T5; 3-4 mm; MR is moderate; HR 110; 2 L O2; "
+            "heparin 10000 units.")
     assert deidentify(text) == text
 
 
@@ -172,6 +173,7 @@ def test_abbreviation_table_is_large_and_consistent():
         ("Catheter tip in the RA.", "Catheter tip in the right atrium."),
         ("Small L effusion and R base opacity.", "Small left effusion and right base opacity."),
         ("Effusions, L > R.", "Effusions, left greater than right."),
+        ("Rt. lung base and Lt hemithorax.", "Right lung base and left hemithorax."),
         ("Pt is s/p CABG w/ sternal wires, h/o COPD.",
          "Patient is status post coronary artery bypass graft with sternal wires, history of chronic obstructive pulmonary disease."),
         ("PTX. PICCs removed. Small PTXs.", "Pneumothorax. Peripherally inserted central catheters removed. Small pneumothoraces."),
@@ -270,6 +272,7 @@ def test_bad_text_names_the_item(bad, message):
         ("LEFT-SIDED PICC; Right-sided port; leftward shift.", "RIGHT-SIDED PICC; Left-sided port; rightward shift."),
         ("LLL and RUL opacities, LIJ line.", "RLL and LUL opacities, RIJ line."),
         ("L base atelectasis, R effusion, L > R.", "R base atelectasis, L effusion, R > L."),
+        ("Rt. lung clear, Lt effusion.", "Lt. lung clear, Rt effusion."),
         ("Mild levoscoliosis.", "Mild dextroscoliosis."),
         ("Bilateral effusions, midline trachea.", "Bilateral effusions, midline trachea."),
         ("Left ventricular enlargement; right atrial lead.", "Left ventricular enlargement; right atrial lead."),
