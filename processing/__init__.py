@@ -24,6 +24,7 @@ _LAZY_NAMES = {
         "load_image_folder",
         "load_coco_captions",
         "load_flickr30k",
+        "write_webdataset",
     ],
     ".synthcxr": ["generate_synthcxr", "write_synthcxr"],
 }
