@@ -33,8 +33,8 @@ from .clinical_terms_medvl import (
 
 # Canonical section name -> header spellings (matched case-insensitively, any spacing).
 SECTION_ALIASES = {
-    "findings": ("findings", "finding"),
-    "impression": ("impression", "impressions", "conclusion", "conclusions"),
+    "findings": ("findings", "finding", "findings and impression", "findings/impression"),
+    "impression": ("impression", "impressions", "conclusion", "conclusions", "impression and recommendations"),
     "indication": ("indication", "indications", "clinical indication", "reason for exam",
                    "reason for examination", "reason for study"),
     "history": ("history", "clinical history", "clinical information", "clinical data",
@@ -50,12 +50,18 @@ SECTION_ALIASES = {
 _COLONLESS_HEADERS = {"final report": "final_report", "addendum": "addendum"}
 
 _HEADER_NAME = {" ".join(alias.split()): name for name, aliases in SECTION_ALIASES.items() for alias in aliases}
-_HEADER_ALTERNATION = "|".join(
-    r"[ \t]+".join(map(re.escape, alias.split())) for alias in sorted(_HEADER_NAME, key=len, reverse=True)
-)
+
+
+def _header_alternation(upper=False):
+    aliases = sorted(_HEADER_NAME, key=len, reverse=True)
+    return "|".join(r"[ \t]+".join(re.escape(w.upper() if upper else w) for w in alias.split()) for alias in aliases)
+
+
 _HEADER_RE = re.compile(
-    r"(?im)(?:^|(?<=[.!?;]))[ \t]*(?:(?P<header>" + _HEADER_ALTERNATION + r")[ \t]*:"
-    r"|(?P<colonless>final[ \t]+report|addendum)[ \t]*$)"
+    r"(?m)(?:^|(?<=[.!?;]))[ \t]*(?:(?P<header>(?i:" + _header_alternation() + r"))[ \t]*:"
+    r"|(?P<colonless>(?i:final[ \t]+report|addendum))[ \t]*$)"
+    # An all-capitals header counts anywhere: "No acute process IMPRESSION: Normal."
+    r"|(?<![\w-])(?P<upper>" + _header_alternation(upper=True) + r")[ \t]*:"
 )
 
 
@@ -63,16 +69,18 @@ def extract_sections(text):
     """Split a report into sections: {canonical name: content}, in order of appearance.
 
     Headers are recognised at a line start or after a sentence end, in any case, with any
-    spacing, followed by a colon ("FINDINGS:", "Impression :", "clinical  history:"); aliases
-    map to one name ("CONCLUSION" -> "impression"). Text before the first header is kept under
+    spacing, followed by a colon ("FINDINGS:", "Impression :", "clinical  history:"), and
+    anywhere when written in capitals; aliases map to one name ("CONCLUSION" -> "impression",
+    "FINDINGS AND IMPRESSION" -> "findings"). Text before the first header is kept under
     "preamble". A repeated section is joined with a space. Contents are stripped.
     """
     sections = {}
     name, start = "preamble", 0
     for match in _HEADER_RE.finditer(text):
         _add_section(sections, name, text[start:match.start()])
-        if match.group("header"):
-            name = _HEADER_NAME[" ".join(match.group("header").lower().split())]
+        header = match.group("header") or match.group("upper")
+        if header:
+            name = _HEADER_NAME[" ".join(header.lower().split())]
         else:
             name = _COLONLESS_HEADERS[" ".join(match.group("colonless").lower().split())]
         start = match.end()

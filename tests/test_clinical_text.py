@@ -77,6 +77,15 @@ def test_headers_in_any_case_spacing_and_aliases():
     assert one_line["indication"] == "Chest pain."
 
 
+def test_capital_headers_anywhere_and_combined_headers():
+    assert extract_sections("FINDINGS: No acute process IMPRESSION: Normal chest.") == {
+        "findings": "No acute process", "impression": "Normal chest."}
+    assert extract_sections("History: cough.\nFindings and impression: Clear lungs.") == {
+        "history": "cough.", "findings": "Clear lungs."}
+    # A lower-case header word inside a sentence is text, not a header.
+    assert extract_sections("Compared with the study: no change.") == {"preamble": "Compared with the study: no change."}
+
+
 def test_normalizer_keeps_only_findings_and_impression():
     out = ClinicalTextNormalizer()(MIMIC_REPORT)
     assert out.startswith("Posteroanterior and lateral views of the chest provided.")
