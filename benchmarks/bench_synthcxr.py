@@ -88,7 +88,13 @@ def main(argv=None):
     record = {
         "benchmark": "synthcxr",
         "peer": "PIL decoding the same images from JPEG files on disk",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), "pillow": PIL.__version__, "numpy": np.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "pillow": PIL.__version__,
+            "numpy": np.__version__,
+        },
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -18,14 +18,47 @@ def test_synth_writes_every_layout_and_preview_reads_it(tmp_path, capsys):
     assert "mimic-cxr-jpg" in capsys.readouterr().out
 
     sheet_path = tmp_path / "sheet.png"
-    assert main(["data", "preview", "--data", str(out), "--out", str(sheet_path), "--n", "4", "--columns", "2", "--tile", "64"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preview",
+                "--data",
+                str(out),
+                "--out",
+                str(sheet_path),
+                "--n",
+                "4",
+                "--columns",
+                "2",
+                "--tile",
+                "64",
+            ]
+        )
+        == 0
+    )
     sheet = Image.open(sheet_path)
     assert sheet.size[0] > 2 * 64 and sheet.size[1] >= 2 * 64
 
 
 def test_preview_generates_on_the_fly_with_a_mix(tmp_path):
     sheet_path = tmp_path / "sheet.png"
-    args = ["data", "preview", "--out", str(sheet_path), "--n", "3", "--size", "32", "--columns", "3", "--tile", "64", "--mix", "pneumothorax=1"]
+    args = [
+        "data",
+        "preview",
+        "--out",
+        str(sheet_path),
+        "--n",
+        "3",
+        "--size",
+        "32",
+        "--columns",
+        "3",
+        "--tile",
+        "64",
+        "--mix",
+        "pneumothorax=1",
+    ]
     assert main(args) == 0
     pixels = Image.open(sheet_path).convert("L")
     assert pixels.size[1] == 64 + 16 and pixels.getextrema()[1] > 200, "report text is drawn"
@@ -38,7 +71,21 @@ def test_bad_mix_is_named(tmp_path):
 
 def test_console_script_runs_synth(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "train.cli", "data", "synth", "--out", str(tmp_path), "--n", "2", "--size", "32", "--layouts", "vqa-rad"],
+        [
+            sys.executable,
+            "-m",
+            "train.cli",
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--n",
+            "2",
+            "--size",
+            "32",
+            "--layouts",
+            "vqa-rad",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -123,7 +123,17 @@ def test_cardiomegaly_makes_the_heart_wider_than_half_the_thorax():
     assert min(seen.values()) >= 5
 
 
-@pytest.mark.parametrize("lobe,side,upper", [("RUL", "right", True), ("RLL", "right", False), ("LUL", "left", True), ("LLL", "left", False), ("lingula", "left", False), ("RML", "right", False)])
+@pytest.mark.parametrize(
+    "lobe,side,upper",
+    [
+        ("RUL", "right", True),
+        ("RLL", "right", False),
+        ("LUL", "left", True),
+        ("LLL", "left", False),
+        ("lingula", "left", False),
+        ("RML", "right", False),
+    ],
+)
 def test_consolidation_lies_in_its_lobe(lobe, side, upper):
     diff = _difference(Finding("consolidation", side=side, location=lobe), 1)
     weight = np.clip(diff, 0, None)
@@ -170,7 +180,10 @@ def test_devices_where_they_belong():
 
 def test_small_images_still_show_findings():
     """At 64 px a moderate effusion and a large pneumothorax still change their side's pixels."""
-    for finding in (Finding("pleural_effusion", side="right", location="base", severity="moderate"), Finding("pneumothorax", side="right", location="apex", severity="large")):
+    for finding in (
+        Finding("pleural_effusion", side="right", location="base", severity="moderate"),
+        Finding("pneumothorax", side="right", location="apex", severity="large"),
+    ):
         diff = _difference(finding, 5, size=64)
         patient_right, patient_left = _halves(np.abs(diff), _anatomy(5))
         assert patient_right.sum() > 200 and patient_left.sum() < 0.05 * patient_right.sum()

@@ -30,7 +30,12 @@ def test_load_mimic_cxr_reads_reports_labels_and_images(written):
         row = by_study[study.study_id]
         assert row["report"] == study.report
         assert row["labels"] == study.labels
-        assert (row["view"], row["split"], row["dicom_id"], row["subject_id"]) == (study.view, study.split, study.dicom_id, study.subject_id)
+        assert (row["view"], row["split"], row["dicom_id"], row["subject_id"]) == (
+            study.view,
+            study.split,
+            study.dicom_id,
+            study.subject_id,
+        )
         assert np.abs(_pixels(row["image"]) - _pixels(study.image)).mean() < 2.0, "JPEG quality 95"
     train = load_mimic_cxr(out / "mimic-cxr-jpg", split="train")
     assert len(train) == sum(s.split == "train" for s in studies)

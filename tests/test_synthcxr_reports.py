@@ -65,7 +65,9 @@ def test_labels_agree_with_report_text(studies):
             value = study.labels[label]
             where = f"study {study.index} {label}={value}: {study.report!r}"
             if value == 1:
-                assert any(not re.search(NEGATION, s, re.I) and not re.search(UNCERTAIN, s, re.I) for s in mentioning), where
+                assert any(
+                    not re.search(NEGATION, s, re.I) and not re.search(UNCERTAIN, s, re.I) for s in mentioning
+                ), where
             elif value == -1:
                 assert any(re.search(UNCERTAIN, s, re.I) for s in mentioning), where
                 assert not any(not re.search(NEGATION + "|" + UNCERTAIN, s, re.I) for s in mentioning), where
@@ -90,7 +92,11 @@ def test_labels_agree_with_drawn_findings_and_sides_are_reported(studies):
                 lobe = f"{finding.location}|{LOBE_NAMES[finding.location]}"
                 assert any(re.search(lobe, s) for s in mentioning), (study.index, finding, study.report)
             elif finding.side and finding.kind != "edema":  # edema is bilateral by nature
-                assert any(re.search(_side_words(finding.side), s) for s in mentioning), (study.index, finding, study.report)
+                assert any(re.search(_side_words(finding.side), s) for s in mentioning), (
+                    study.index,
+                    finding,
+                    study.report,
+                )
                 opposite = {"left": "right", "right": "left"}.get(finding.side)
                 if opposite and not any(f.kind == finding.kind and f.side != finding.side for f in study.findings):
                     assert not any(re.search(rf"\b{opposite}\b", s) for s in mentioning), (study.index, study.report)
@@ -130,7 +136,11 @@ def test_questions_agree_with_findings(studies):
 
 
 def test_uncertain_findings_are_hedged_and_subtle():
-    studies = list(generate_synthcxr(60, size=16, seed=3, uncertain_rate=1.0, mix={"cardiomegaly": 1, "pleural_effusion": 1}, max_findings=1))
+    studies = list(
+        generate_synthcxr(
+            60, size=16, seed=3, uncertain_rate=1.0, mix={"cardiomegaly": 1, "pleural_effusion": 1}, max_findings=1
+        )
+    )
     for study in studies:
         (finding,) = study.findings
         assert finding.uncertain and study.labels[KIND_LABEL[finding.kind]] == -1
@@ -140,7 +150,9 @@ def test_uncertain_findings_are_hedged_and_subtle():
         else:
             assert finding.severity == "small"
         words = ("heart", "cardio") if finding.kind == "cardiomegaly" else ("effusion", "fluid", "abnormal")
-        assert not any(word in qa["question"] for qa in study.qa for word in words), "hedged findings are not asked about"
+        assert not any(
+            word in qa["question"] for qa in study.qa for word in words
+        ), "hedged findings are not asked about"
 
 
 def _signature(study):
@@ -165,7 +177,12 @@ def test_study_depends_only_on_seed_and_index():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"n": -1}, "n must"), ({"n": 1, "seed": -3}, "seed must"), ({"n": 1, "size": 8}, "size must"), ({"n": 1, "mix": {"flu": 1.0}}, "unknown kinds")],
+    [
+        ({"n": -1}, "n must"),
+        ({"n": 1, "seed": -3}, "seed must"),
+        ({"n": 1, "size": 8}, "size must"),
+        ({"n": 1, "mix": {"flu": 1.0}}, "unknown kinds"),
+    ],
 )
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -23,7 +23,11 @@ def written(tmp_path_factory):
 
 
 def _tree_digest(root):
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _csv(path):
@@ -36,8 +40,17 @@ def test_mimic_layout_names_and_columns(written):
     root = written / "mimic-cxr-jpg"
     metadata, labels, split = (_csv(root / f"mimic-cxr-2.0.0-{name}.csv") for name in ("metadata", "chexpert", "split"))
     assert metadata[0] == [
-        "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-        "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+        "dicom_id",
+        "subject_id",
+        "study_id",
+        "PerformedProcedureStepDescription",
+        "ViewPosition",
+        "Rows",
+        "Columns",
+        "StudyDate",
+        "StudyTime",
+        "ProcedureCodeSequence_CodeMeaning",
+        "ViewCodeSequence_CodeMeaning",
         "PatientOrientationCodeSequence_CodeMeaning",
     ]
     assert labels[0] == ["subject_id", "study_id", *sorted(CHEXPERT_LABELS)]
@@ -74,7 +87,16 @@ def test_vqa_rad_layout(written):
     studies = list(generate_synthcxr(N, size=SIZE, seed=SEED))
     assert len(entries) == sum(len(s.qa) for s in studies)
     for entry in entries:
-        assert {"qid", "image_name", "image_organ", "question", "answer", "answer_type", "question_type", "phrase_type"} <= entry.keys()
+        assert {
+            "qid",
+            "image_name",
+            "image_organ",
+            "question",
+            "answer",
+            "answer_type",
+            "question_type",
+            "phrase_type",
+        } <= entry.keys()
         assert entry["answer_type"] in ("CLOSED", "OPEN") and entry["image_organ"] == "CHEST"
         assert (root / "VQA_RAD Image Folder" / entry["image_name"]).is_file()
     assert len({e["qid"] for e in entries}) == len(entries)
@@ -90,8 +112,12 @@ def test_ground_truth_lists_findings_with_side_and_location(written):
 def test_same_arguments_same_bytes_and_gzip_tables(written, tmp_path):
     write_synthcxr(tmp_path / "again", N, size=SIZE, seed=SEED, progress=False)
     assert _tree_digest(tmp_path / "again") == _tree_digest(written)
-    write_synthcxr(tmp_path / "gz", 3, size=SIZE, seed=SEED, layouts=("mimic-cxr-jpg",), gzip_tables=True, progress=False)
-    write_synthcxr(tmp_path / "gz2", 3, size=SIZE, seed=SEED, layouts=("mimic-cxr-jpg",), gzip_tables=True, progress=False)
+    write_synthcxr(
+        tmp_path / "gz", 3, size=SIZE, seed=SEED, layouts=("mimic-cxr-jpg",), gzip_tables=True, progress=False
+    )
+    write_synthcxr(
+        tmp_path / "gz2", 3, size=SIZE, seed=SEED, layouts=("mimic-cxr-jpg",), gzip_tables=True, progress=False
+    )
     assert _tree_digest(tmp_path / "gz") == _tree_digest(tmp_path / "gz2")
     gz_metadata = _csv(tmp_path / "gz" / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-metadata.csv.gz")
     assert gz_metadata == _csv(written / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-metadata.csv")[:4]

@@ -1,15 +1,15 @@
 """`medvl data`: generate SynthCXR in the real data sets' layouts, and preview data sets.
 
-    medvl data synth --out data/synthcxr --n 5000 --size 512 --seed 0
-    medvl data preview --data data/synthcxr --out preview.png --n 16
-    medvl data preview --out preview.png --n 16          # generated on the fly
+medvl data synth --out data/synthcxr --n 5000 --size 512 --seed 0
+medvl data preview --data data/synthcxr --out preview.png --n 16
+medvl data preview --out preview.png --n 16          # generated on the fly
 """
 
 from pathlib import Path
 
 
 def _parse_mix(text):
-    """"normal=0.4,pleural_effusion=0.2" -> {"normal": 0.4, "pleural_effusion": 0.2}."""
+    """ "normal=0.4,pleural_effusion=0.2" -> {"normal": 0.4, "pleural_effusion": 0.2}."""
     mix = {}
     for item in text.split(","):
         name, sep, weight = item.partition("=")
@@ -62,9 +62,13 @@ def run_preview(args):
 def _add_generation_arguments(parser):
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
-    parser.add_argument("--mix", default=None, help="study mix, e.g. 'normal=0.4,pleural_effusion=0.3,pneumothorax=0.3'")
+    parser.add_argument(
+        "--mix", default=None, help="study mix, e.g. 'normal=0.4,pleural_effusion=0.3,pneumothorax=0.3'"
+    )
     parser.add_argument("--max-findings", type=int, default=2, help="most abnormal kinds per study (default 2)")
-    parser.add_argument("--uncertain-rate", type=float, default=0.1, help="fraction of findings reported with hedging (CheXpert -1)")
+    parser.add_argument(
+        "--uncertain-rate", type=float, default=0.1, help="fraction of findings reported with hedging (CheXpert -1)"
+    )
 
 
 def register(parser):
@@ -75,13 +79,19 @@ def register(parser):
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--n", type=int, required=True, help="number of studies")
     _add_generation_arguments(synth)
-    synth.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS), help="layouts to write (default all)")
-    synth.add_argument("--gzip-tables", action="store_true", help="write the MIMIC tables as .csv.gz, as PhysioNet ships them")
+    synth.add_argument(
+        "--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS), help="layouts to write (default all)"
+    )
+    synth.add_argument(
+        "--gzip-tables", action="store_true", help="write the MIMIC tables as .csv.gz, as PhysioNet ships them"
+    )
     synth.add_argument("--workers", type=int, default=0, help="processes rendering images (default 0: this one)")
     synth.set_defaults(func=run_synth)
 
     preview = commands.add_parser("preview", help="contact sheet PNG of images with their reports")
-    preview.add_argument("--data", default=None, help="a SynthCXR output, MIMIC-CXR-JPG or Open-I folder (default: generate on the fly)")
+    preview.add_argument(
+        "--data", default=None, help="a SynthCXR output, MIMIC-CXR-JPG or Open-I folder (default: generate on the fly)"
+    )
     preview.add_argument("--out", required=True, help="PNG to write")
     preview.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     preview.add_argument("--columns", type=int, default=4)

@@ -130,6 +130,13 @@ def smooth_noise(rng, size, cells):
     return np.asarray(field, dtype=np.float32)
 
 
+def segment_distance(x, y, xa, ya, xb, yb):
+    """Distance from points (x, y) to the segment from (xa, ya) to (xb, yb)."""
+    dx, dy = xb - xa, yb - ya
+    t = np.clip(((x - xa) * dx + (y - ya) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    return np.hypot(x - (xa + t * dx), y - (ya + t * dy))
+
+
 def soft_inside(signed_distance, size, edge_px=1.0):
     """Anti-aliased mask (1 inside, 0 outside) from a signed distance (negative inside)."""
     return np.clip(0.5 - signed_distance * (size / (2.0 * edge_px)), 0.0, 1.0)
@@ -183,6 +190,7 @@ __all__ = [
     "lung_signed_distance",
     "pixel_grid",
     "sample_anatomy",
+    "segment_distance",
     "smooth_noise",
     "soft_inside",
 ]

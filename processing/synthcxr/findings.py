@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import LOBES, lung_frame, lung_signed_distance, smooth_noise, soft_inside
+from .anatomy import LOBES, lung_frame, lung_signed_distance, segment_distance, smooth_noise, soft_inside
 
 FINDING_KINDS = (
     "cardiomegaly",
@@ -250,8 +250,10 @@ def paint_atelectasis(canvas, finding):
     thickness = max(0.007, 1.2 / canvas.size)
     for side in finding.sides:
         v0 = rng.uniform(0.7, 0.8)
-        (xa, ya), (xb, yb) = canvas.anatomy.lung_point(side, -0.3, v0), canvas.anatomy.lung_point(side, 0.55, v0 + rng.uniform(-0.05, 0.02))
-        band = soft_inside(_segment_distance(canvas.x, canvas.y, xa, ya, xb, yb) - thickness, canvas.size)
+        (xa, ya), (xb, yb) = canvas.anatomy.lung_point(side, -0.3, v0), canvas.anatomy.lung_point(
+            side, 0.55, v0 + rng.uniform(-0.05, 0.02)
+        )
+        band = soft_inside(segment_distance(canvas.x, canvas.y, xa, ya, xb, yb) - thickness, canvas.size)
         canvas.remove_air(band * canvas.lung[side] * (0.5 if finding.uncertain else 0.85))
 
 
@@ -274,27 +276,43 @@ def paint_device(canvas, finding):
         canvas.lines.append(([(mid, 0.0), (mid + 0.002, carina - 0.05)], 0.012))
     elif finding.device == "ngt":
         dome = a.diaphragm_left_y
-        path = [(mid + 0.004, 0.0), (mid + 0.012, carina), (mid + 0.03, dome - 0.1), (mid + 0.08, dome + 0.02), (mid + 0.16, dome + 0.07)]
+        path = [
+            (mid + 0.004, 0.0),
+            (mid + 0.012, carina),
+            (mid + 0.03, dome - 0.1),
+            (mid + 0.08, dome + 0.02),
+            (mid + 0.16, dome + 0.07),
+        ]
         canvas.lines.append((path, 0.006))
     elif finding.device == "central_line":
         if finding.location == "right internal jugular":
-            path = [(mid - 0.11, 0.0), (mid - 0.065, apex + 0.05), (mid - 0.04, apex + 0.13), (mid - 0.035, carina + 0.04)]
+            path = [
+                (mid - 0.11, 0.0),
+                (mid - 0.065, apex + 0.05),
+                (mid - 0.04, apex + 0.13),
+                (mid - 0.035, carina + 0.04),
+            ]
         else:
-            path = [(mid + 0.33, apex + 0.01), (mid + 0.15, apex + 0.04), (mid + 0.02, apex + 0.09), (mid - 0.035, carina + 0.04)]
+            path = [
+                (mid + 0.33, apex + 0.01),
+                (mid + 0.15, apex + 0.04),
+                (mid + 0.02, apex + 0.09),
+                (mid - 0.035, carina + 0.04),
+            ]
         canvas.lines.append((path, 0.005))
     elif finding.device == "pacemaker":
         gx, gy = mid + 0.25, apex + 0.06
         canvas.boxes.append(((gx - 0.045, gy - 0.03, gx + 0.045, gy + 0.03), 0.9))
-        lead = [(gx - 0.03, gy), (mid + 0.07, apex + 0.1), (mid - 0.03, carina + 0.06), (heart_x - 0.3 * heart_w, heart_y - 0.2 * heart_h), (heart_x + 0.4 * heart_w, heart_y + 0.55 * heart_h)]
+        lead = [
+            (gx - 0.03, gy),
+            (mid + 0.07, apex + 0.1),
+            (mid - 0.03, carina + 0.06),
+            (heart_x - 0.3 * heart_w, heart_y - 0.2 * heart_h),
+            (heart_x + 0.4 * heart_w, heart_y + 0.55 * heart_h),
+        ]
         canvas.lines.append((lead, 0.005))
     else:
         raise ValueError(f"unknown support device {finding.device!r}; expected one of {DEVICES}")
-
-
-def _segment_distance(x, y, xa, ya, xb, yb):
-    dx, dy = xb - xa, yb - ya
-    t = np.clip(((x - xa) * dx + (y - ya) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
-    return np.hypot(x - (xa + t * dx), y - (ya + t * dy))
 
 
 PAINTERS = {

@@ -52,7 +52,9 @@ def _study_rng(seed, index, stream):
     return np.random.default_rng([seed, index, stream])
 
 
-def synthesize_study(index, size=512, seed=0, mix=None, max_findings=2, uncertain_rate=0.1, ap_rate=0.1, max_questions=6):
+def synthesize_study(
+    index, size=512, seed=0, mix=None, max_findings=2, uncertain_rate=0.1, ap_rate=0.1, max_questions=6
+):
     """Study `index` of the SynthCXR set drawn with `seed` (see `generate_synthcxr`)."""
     anatomy = sample_anatomy(_study_rng(seed, index, 0))
     finding_rng = _study_rng(seed, index, 1)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .anatomy import LOBE_NAMES
 from .generator import generate_synthcxr
 
 
@@ -50,7 +51,7 @@ def _summary(study):
     parts = []
     for f in study.findings:
         name = f.device if f.kind == "support_device" else f.kind
-        where = f.location if f.location in ("RUL", "RML", "RLL", "LUL", "lingula", "LLL") else f.side
+        where = f.location if f.location in LOBE_NAMES else f.side
         parts.append(f"{name}{'?' if f.uncertain else ''}{f' ({where})' if where else ''}")
     return ", ".join(parts)
 
@@ -71,11 +72,19 @@ def dataset_samples(data_dir, n):
     for folder in candidates:
         if any(folder.glob("mimic-cxr-2.0.0-metadata.csv*")):
             rows = load_mimic_cxr(folder)
-            return [(f"{r['study_id']} {r['view']} ({r['split']})", r["image"], r["report"]) for r in rows.select(range(min(n, len(rows))))]
+            return [
+                (f"{r['study_id']} {r['view']} ({r['split']})", r["image"], r["report"])
+                for r in rows.select(range(min(n, len(rows))))
+            ]
         if (folder / "ecgen-radiology").is_dir():
             rows = load_openi(folder)
-            return [(f"{r['report_id']} {r['image_id']}", r["image"], r["report"]) for r in rows.select(range(min(n, len(rows))))]
-    raise FileNotFoundError(f"no MIMIC-CXR-JPG (mimic-cxr-2.0.0-metadata.csv) or Open-I (ecgen-radiology/) data under {data_dir}")
+            return [
+                (f"{r['report_id']} {r['image_id']}", r["image"], r["report"])
+                for r in rows.select(range(min(n, len(rows))))
+            ]
+    raise FileNotFoundError(
+        f"no MIMIC-CXR-JPG (mimic-cxr-2.0.0-metadata.csv) or Open-I (ecgen-radiology/) data under {data_dir}"
+    )
 
 
 __all__ = ["contact_sheet", "dataset_samples", "synthetic_samples"]

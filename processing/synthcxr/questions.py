@@ -17,10 +17,19 @@ FINDING_NAMES = {
     "atelectasis": "atelectasis",
     "edema": "pulmonary edema",
 }
-DEVICE_NAMES = {"ett": "endotracheal tube", "ngt": "nasogastric tube", "central_line": "central venous catheter", "pacemaker": "pacemaker"}
+DEVICE_NAMES = {
+    "ett": "endotracheal tube",
+    "ngt": "nasogastric tube",
+    "central_line": "central venous catheter",
+    "pacemaker": "pacemaker",
+}
 
 _PRESENCE_QUESTIONS = {
-    "cardiomegaly": ("Is the heart enlarged?", "Is there cardiomegaly?", "Is the cardiothoracic ratio greater than 0.5?"),
+    "cardiomegaly": (
+        "Is the heart enlarged?",
+        "Is there cardiomegaly?",
+        "Is the cardiothoracic ratio greater than 0.5?",
+    ),
     "pleural_effusion": ("Is there a pleural effusion?", "Is there fluid in the pleural space?"),
     "pneumothorax": ("Is there a pneumothorax?", "Is there air in the pleural space?"),
     "consolidation": ("Is there a focal consolidation?", "Is there an airspace consolidation?"),
@@ -31,7 +40,12 @@ _PRESENCE_QUESTIONS = {
 
 
 def _closed(question, yes, question_type="PRES"):
-    return {"question": question, "answer": "yes" if yes else "no", "answer_type": "CLOSED", "question_type": question_type}
+    return {
+        "question": question,
+        "answer": "yes" if yes else "no",
+        "answer_type": "CLOSED",
+        "question_type": question_type,
+    }
 
 
 def _open(question, answer, question_type):
@@ -70,17 +84,29 @@ def make_questions(findings, view, rng, max_questions=6):
         opened.append(_open("What is the size of the nodule?", f"{present['nodule'].size_mm:.0f} mm", "SIZE"))
 
     devices = [f.device for f in certain if f.kind == "support_device"]
-    closed.append(_closed(rng.choice(("Are there any support devices?", "Are any lines or tubes present?")), bool(devices), "PRES"))
+    closed.append(
+        _closed(
+            rng.choice(("Are there any support devices?", "Are any lines or tubes present?")), bool(devices), "PRES"
+        )
+    )
     device = rng.choice(sorted(DEVICE_NAMES))
     closed.append(_closed(f"Is there a {DEVICE_NAMES[device]}?", device in devices, "PRES"))
     if len(devices) == 1:
         opened.append(_open("What device is present?", DEVICE_NAMES[devices[0]], "PRES"))
 
     if not hedged_kinds:
-        closed.append(_closed(rng.choice(("Is this chest x-ray normal?", "Is this a normal study?")), not pathology, "ABN"))
+        closed.append(
+            _closed(rng.choice(("Is this chest x-ray normal?", "Is this a normal study?")), not pathology, "ABN")
+        )
         kinds = {f.kind for f in pathology}
         if len(kinds) == 1:
-            opened.append(_open(rng.choice(("What is the abnormality?", "What abnormality is seen?")), FINDING_NAMES[kinds.pop()], "ABN"))
+            opened.append(
+                _open(
+                    rng.choice(("What is the abnormality?", "What abnormality is seen?")),
+                    FINDING_NAMES[kinds.pop()],
+                    "ABN",
+                )
+            )
     opened.append(_open(rng.choice(("What view is this?", "In what plane is this image taken?")), view, "PLANE"))
     opened.append(_open("What imaging modality is this?", "x-ray", "MODALITY"))
     opened.append(_open("What organ system is shown?", "chest", "ORGAN"))

@@ -13,8 +13,15 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .anatomy import heart_signed_distance, lung_signed_distance, pixel_grid, smooth_noise, soft_inside
-from .findings import PAINTERS, _segment_distance
+from .anatomy import (
+    heart_signed_distance,
+    lung_signed_distance,
+    pixel_grid,
+    segment_distance,
+    smooth_noise,
+    soft_inside,
+)
+from .findings import PAINTERS
 
 DETAIL_SIZE = 320
 
@@ -27,7 +34,10 @@ class Canvas:
         self.x, self.y = pixel_grid(size)
         # Organ outlines are a little soft on radiographs: edges a few pixels wide at 512 px.
         edge = max(1.0, size / 200.0)
-        self.lung = {side: soft_inside(lung_signed_distance(anatomy, side, self.x, self.y), size, edge) for side in ("right", "left")}
+        self.lung = {
+            side: soft_inside(lung_signed_distance(anatomy, side, self.x, self.y), size, edge)
+            for side in ("right", "left")
+        }
         self.heart = soft_inside(heart_signed_distance(anatomy, self.x, self.y), size, 1.5 * edge)
         self.air = (self.lung["right"] + self.lung["left"]) * (1.0 - self.heart)
         self.marked = self.air.copy()
@@ -111,9 +121,13 @@ def _spine(a, x, size):
 def _ribs(a, x, y, size):
     """Posterior ribs arch down laterally; fainter anterior ribs run down towards the midline."""
     lateral = np.abs(x - a.midline_x)
-    in_chest = soft_inside(lateral - (0.5 * a.thoracic_width + 0.015), size) * soft_inside(y - (a.diaphragm_left_y + 0.06), size)
+    in_chest = soft_inside(lateral - (0.5 * a.thoracic_width + 0.015), size) * soft_inside(
+        y - (a.diaphragm_left_y + 0.06), size
+    )
     in_chest *= soft_inside(0.04 - lateral, size)  # ribs start at the spine's transverse processes
-    posterior = _bands(y - a.apex_y + 0.05 - a.rib_offset - 0.1 * lateral + 1.3 * lateral**2, a.rib_spacing, 0.38, 10, size)
+    posterior = _bands(
+        y - a.apex_y + 0.05 - a.rib_offset - 0.1 * lateral + 1.3 * lateral**2, a.rib_spacing, 0.38, 10, size
+    )
     anterior = _bands(y - a.apex_y - 0.02 + 0.3 * (lateral - 0.3), a.rib_spacing * 1.1, 0.3, 6, size)
     return in_chest * (0.06 * posterior + 0.035 * anterior * soft_inside(0.06 - lateral, size))
 
@@ -131,7 +145,7 @@ def _clavicles(a, x, y, size):
     for sign in (-1.0, 1.0):
         xa, ya = a.midline_x + sign * 0.035, a.apex_y + 0.045
         xb, yb = a.midline_x + sign * 0.27, a.apex_y - 0.035
-        total += soft_inside(_segment_distance(x, y, xa, ya, xb, yb) - 0.013, size)
+        total += soft_inside(segment_distance(x, y, xa, ya, xb, yb) - 0.013, size)
     return total
 
 
@@ -156,7 +170,9 @@ def _branch(draw, rng, size, x, y, angle, lateral, strength, width, depth):
         x, y = x + lateral * step * math.cos(angle), y + step * math.sin(angle)
         points.append((x * size, y * size))
         if depth < 2 and rng.random() < 0.3:
-            _branch(draw, rng, size, x, y, angle + rng.choice((-0.6, 0.6)), lateral, strength * 0.6, width * 0.6, depth + 1)
+            _branch(
+                draw, rng, size, x, y, angle + rng.choice((-0.6, 0.6)), lateral, strength * 0.6, width * 0.6, depth + 1
+            )
     draw.line(points, fill=float(strength), width=max(1, round(width * size)), joint="curve")
 
 
@@ -167,7 +183,9 @@ def _devices(canvas):
     layer = Image.new("F", (size, size), 0.0)
     draw = ImageDraw.Draw(layer)
     for points, width in canvas.lines:
-        draw.line([(px * size, py * size) for px, py in points], fill=0.45, width=max(1, round(width * size)), joint="curve")
+        draw.line(
+            [(px * size, py * size) for px, py in points], fill=0.45, width=max(1, round(width * size)), joint="curve"
+        )
     for (x0, y0, x1, y1), strength in canvas.boxes:
         draw.rounded_rectangle((x0 * size, y0 * size, x1 * size, y1 * size), radius=0.01 * size, fill=strength)
     return np.asarray(layer, dtype=np.float32)

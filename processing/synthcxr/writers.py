@@ -88,7 +88,11 @@ class _MimicWriter:
         suffix = ".csv.gz" if gzip_tables else ".csv"
         self.tables = {
             name: self._open(root / f"mimic-cxr-2.0.0-{name}{suffix}", columns)
-            for name, columns in (("metadata", METADATA_COLUMNS), ("chexpert", CHEXPERT_FILE_COLUMNS), ("split", SPLIT_COLUMNS))
+            for name, columns in (
+                ("metadata", METADATA_COLUMNS),
+                ("chexpert", CHEXPERT_FILE_COLUMNS),
+                ("split", SPLIT_COLUMNS),
+            )
         }
 
     def _open(self, path, columns):
@@ -114,12 +118,23 @@ class _MimicWriter:
         width, height = study.image.size
         self.tables["metadata"][1].writerow(
             [
-                study.dicom_id, subject, study_id, description, study.view, height, width, date, time, description,
+                study.dicom_id,
+                subject,
+                study_id,
+                description,
+                study.view,
+                height,
+                width,
+                date,
+                time,
+                description,
                 "antero-posterior" if study.view == "AP" else "postero-anterior",
                 "Recumbent" if study.view == "AP" else "Erect",
             ]
         )
-        self.tables["chexpert"][1].writerow([subject, study_id, *(_label_cell(study.labels[name]) for name in sorted(CHEXPERT_LABELS))])
+        self.tables["chexpert"][1].writerow(
+            [subject, study_id, *(_label_cell(study.labels[name]) for name in sorted(CHEXPERT_LABELS))]
+        )
         self.tables["split"][1].writerow([study.dicom_id, study_id, subject, study.split])
 
     def close(self):
@@ -184,7 +199,12 @@ class _OpenIWriter:
         abstract = ElementTree.SubElement(article, "Abstract")
         comparison = "None." if study.index % 3 else "XXXX"
         indication = study.indication.replace("___", "XXXX")
-        for label, text in (("COMPARISON", comparison), ("INDICATION", indication), ("FINDINGS", study.findings_text), ("IMPRESSION", study.impression_text)):
+        for label, text in (
+            ("COMPARISON", comparison),
+            ("INDICATION", indication),
+            ("FINDINGS", study.findings_text),
+            ("IMPRESSION", study.impression_text),
+        ):
             ElementTree.SubElement(abstract, "AbstractText", Label=label).text = text
         mesh = ElementTree.SubElement(root, "MeSH")
         for term in _mesh_terms(study):
@@ -196,7 +216,9 @@ class _OpenIWriter:
         ElementTree.SubElement(panel, "url").text = f"/hadoop/storage/radiology/extract/{image_id}.jpg"
         ElementTree.indent(root, space="   ")
         xml = ElementTree.tostring(root, encoding="unicode")
-        (self.reports / f"{number}.xml").write_text(f'<?xml version="1.0" encoding="utf-8"?>\n{xml}\n', encoding="utf-8")
+        (self.reports / f"{number}.xml").write_text(
+            f'<?xml version="1.0" encoding="utf-8"?>\n{xml}\n', encoding="utf-8"
+        )
 
 
 class _VqaRadWriter:
@@ -250,7 +272,9 @@ def _truth_record(study):
     }
 
 
-def write_synthcxr(out_dir, n, size=512, seed=0, layouts=LAYOUTS, *, gzip_tables=False, num_workers=0, progress=True, **options):
+def write_synthcxr(
+    out_dir, n, size=512, seed=0, layouts=LAYOUTS, *, gzip_tables=False, num_workers=0, progress=True, **options
+):
     """Generate `n` SynthCXR studies and write them under `out_dir` in `layouts` (see module doc).
 
     Returns {layout name: its folder}. `options` go to `generate_synthcxr` (mix, max_findings,
