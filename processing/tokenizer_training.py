@@ -95,7 +95,8 @@ def train_clinical_tokenizer(
             (its `text_column` is streamed in batches).
         vocab_size: target vocabulary size including special tokens (a ceiling, see module doc).
         style: "bert" ([CLS] ... [SEP], [MASK] for MLM) or "clip" (<|startoftext|> ... <|endoftext|>).
-        normalizer: applied to every text first; default `ClinicalTextNormalizer()`, None for raw text.
+        normalizer: applied to every text first: a callable, a `ClinicalTextNormalizer.to_dict()`
+            dict, None for raw text; default `ClinicalTextNormalizer()`.
         max_length: `model_max_length` of the returned tokenizer (truncation length).
         min_frequency: a merge needs a pair seen at least this often.
         show_progress: the `tokenizers` progress bar.
@@ -114,6 +115,8 @@ def train_clinical_tokenizer(
         raise ValueError(f"style must be one of {sorted(SPECIAL_TOKENS)}, got {style!r}")
     if normalizer is _DEFAULT:
         normalizer = ClinicalTextNormalizer()
+    elif isinstance(normalizer, dict):
+        normalizer = ClinicalTextNormalizer(**normalizer)
     special = SPECIAL_TOKENS[style]
     special_list = list(dict.fromkeys(special.values())) + [DEID_TOKEN]
     alphabet = pre_tokenizers.ByteLevel.alphabet()

@@ -67,10 +67,12 @@ def test_normaliser_runs_before_training(corpus):
         warnings.simplefilter("ignore")
         normalised = train_clinical_tokenizer(corpus, vocab_size=2000).get_vocab()
         raw = train_clinical_tokenizer(corpus, vocab_size=2000, normalizer=None).get_vocab()
+        no_deid = train_clinical_tokenizer(corpus, vocab_size=2000, normalizer={"deidentify": False}).get_vocab()
     # Expanded and de-identified forms become whole tokens; the raw forms never occur.
     assert "Ġpneumothorax" in normalised and "Ġedema" in normalised
     assert "ĠPTX" not in normalised and "ĠSmith" not in normalised and "Ġoedema" not in normalised
     assert "ĠPTX" in raw and "ĠSmith" in raw and "Ġpneumothorax" not in raw
+    assert "ĠSmith" in no_deid and "Ġpneumothorax" in no_deid
 
 
 def test_deid_token_is_one_token(bert_tokenizer):
@@ -171,3 +173,5 @@ def test_cli_reports_a_malformed_line(tmp_path, capsys):
     code = medvl_main(["tokenizer", "train", "--input", str(jsonl), "--out", str(tmp_path / "tok"), "--quiet"])
     assert code == 2
     assert f"{jsonl}:2: not valid JSON" in capsys.readouterr().err
+    code = medvl_main(["tokenizer", "train", "--input", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "tok")])
+    assert code == 2 and "input not found" in capsys.readouterr().err

@@ -56,6 +56,10 @@ def run_train(args):
     from processing.clinical_text_medvl import ClinicalTextNormalizer
     from processing.tokenizer_training import train_clinical_tokenizer
 
+    missing = [path for path in args.input if not Path(path).exists()]
+    if missing:
+        print(f"medvl tokenizer train: error: input not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
     normalizer = None
     if not args.no_normalize:
         normalizer = ClinicalTextNormalizer(
