@@ -6,16 +6,16 @@ Replaced (in this order, so that a longer identifier is taken whole before its p
 2. e-mail addresses and URLs;
 3. record identifiers after a keyword (MRN, medical record number, accession number, patient ID,
    unit/case/study/order number, ...): the keyword stays, the value goes ("MRN: [DEID]");
-4. phone and pager numbers (North-American and "+"-prefixed international digit groups, "pager 12345",
-   "ext. 4411");
-5. dates: numeric (03/12/2019, 2019-03-12, 3.12.19, 12/2019), with month names (March 3, 2019;
-   3rd of March; Mar 2019; 12-Mar-2019), weekdays, and years 1900-2099 standing alone;
+4. phone and pager numbers (North-American and "+"-prefixed international digit groups,
+   "pager 12345", "ext. 4411");
+5. dates: numeric (03/12/2019, 2019-03-12, 3.12.19, 12/2019, "on 3/12"), with month names
+   (March 3, 2019; 3rd of March; Mar 2019; 12-Mar-2019), weekdays, and years 1900-2099 alone;
 6. times: 10:30, 10:30:15, 9 am, 10.30 p.m., 1430 hours;
-7. ages over 89 (HIPAA): "92-year-old" -> "[DEID]-year-old";
+7. ages over 89 (HIPAA): "92-year-old" -> "[DEID]-year-old", "age: 95" -> "age: [DEID]";
 8. any remaining run of five or more digits and letter-prefixed codes such as "A1234567";
-9. names after a title (Dr., Mr., Mrs., Ms., Miss, Prof., Nurse; any case; the title stays) and
-   after reporting verbs ("discussed with John Smith", "signed by ..."), and before a
-   credential ("Jane Doe, RN", "John Smith MD").
+9. names after a title (Dr., Mr., Mrs., Ms., Miss, Prof., Nurse; any case; the title stays),
+   after reporting verbs and roles ("discussed with John Smith", "Signed: ...", "Attending: ..."),
+   and before a credential ("Jane Doe, RN", "John Smith MD").
 
 Consecutive tokens separated only by spaces or punctuation collapse into one.
 Measurements ("1.5 cm", "3-4 mm", "T4-T5") are left alone: the digit patterns require the
@@ -92,6 +92,12 @@ _RULES = [
     ((DIGIT, _MONTH_CUES), r"(?i)\b" + _MONTH + r",?\s+(?:" + _YEAR + r")\b", DEID_TOKEN),
     (DIGIT, r"\d(?<![\d.]\d)\d{0,3}(?P<sep>[/.-])\d{1,2}(?P=sep)\d{2,4}(?![\d.]?\d)", DEID_TOKEN),
     ((DIGIT, ("/",)), r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN),
+    # Month/day without a year only after a date preposition: "1/2" alone is a fraction.
+    (
+        (DIGIT, ("/",)),
+        r"(?i)(\b(?:on|from|since|dated|of|until|through)\s+)(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])\b(?![/\d])",
+        r"\1" + DEID_TOKEN,
+    ),
     (("day",), r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b", DEID_TOKEN),
     ((DIGIT, _AM_PM_CUES), r"(?i)\d(?<![\d.]\d)\d?[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)", _keep_full_stop),
     ((DIGIT, (":",)), r"\d(?<![\d.:]\d)\d?:\d{2}(?::\d{2})?(?![\d:])(?:\s*(?:h|hrs|hours)\b)?", DEID_TOKEN),
@@ -99,6 +105,7 @@ _RULES = [
     ((DIGIT, ("h",)), r"(?i)\d(?<![\d.]\d)\d{3}\s*(?:h|hrs|hours)\b", DEID_TOKEN),
     (DIGIT, r"(?:19|20)(?<![\d.]\d\d)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
     ((DIGIT, ("y",)), r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)", DEID_TOKEN),
+    ((DIGIT, ("age",)), r"(?i)(\bage[d]?\s*:?\s*)(?:9\d|1[0-4]\d)\b", r"\1" + DEID_TOKEN),
     (DIGIT, r"\d(?<![\d.]\d)\d{4,}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN),
     (DIGIT, r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN),
     (
@@ -109,9 +116,10 @@ _RULES = [
     ),
     (
         ("discussed", "communicated", "conveyed", "spoke", "notified", "paged", "informed", "signed",
-         "dictated", "reported", "read by"),
+         "dictated", "reported", "read by", "reviewed", "attending", "radiologist", "resident", "technologist"),
         r"(\b(?i:discussed\s+with|communicated\s+(?:to|with)|conveyed\s+to|spoke\s+(?:with|to)|"
-        r"notified|paged|informed|signed\s+by|dictated\s+by|reported\s+to|read\s+by)\s+)"
+        r"notified|paged|informed|signed(?:\s+by)?|dictated\s+by|reported\s+to|read\s+by|reviewed\s+by|"
+        r"attending|radiologist|resident|technologist)\s*:?\s+)"
         r"[A-Z][a-z'\u2019-]+(?:\s+[A-Z]\.)?\s+[A-Z][A-Za-z'\u2019-]+\b",
         r"\1" + DEID_TOKEN,
     ),

@@ -145,6 +145,8 @@ def test_no_identifier_survives(name):
         ("___ ___, ___ at ___", "[DEID] at [DEID]"),
         ("Write to j.smith@hospital.org or www.hospital.org/portal.", "Write to [DEID] or [DEID]"),
         ("A 92-year-old and a 95 yo, but an 89 year old.", "A [DEID]-year-old and a [DEID] yo, but an 89 year old."),
+        ("Age: 97. Seen on 3/12, improved since 4/1; 1/2 of the lung.", "Age: [DEID]. Seen on [DEID], improved since [DEID]; 1/2 of the lung."),
+        ("Attending: Mary Jones\nRadiologist: Li Wei\nSigned: Peter Parker", "Attending: [DEID]\nRadiologist: [DEID]\nSigned: [DEID]"),
     ],
 )
 def test_deidentify_formats(text, expected):
