@@ -63,6 +63,21 @@ class _Sentences:
         return merged
 
 
+# Statements that assert no CheXpert observation (or only a negative one), for variety.
+_INCIDENTAL_MEDIASTINUM = (
+    "Mediastinal and hilar contours are unremarkable.",
+    "Hilar contours are normal.",
+    "The aorta is mildly tortuous.",
+    "Atherosclerotic calcification of the aortic knob.",
+)
+_BONES = (
+    ("No acute osseous abnormality.", {}),
+    ("No displaced rib fracture is seen.", {"Fracture": 0}),
+    ("Visualized osseous structures are intact.", {}),
+    ("Mild degenerative changes of the thoracic spine.", {}),
+)
+
+
 def _side(side, rng, abbreviation_rate=0.07):
     if side in ("left", "right") and rng.random() < abbreviation_rate:
         return side[0].upper()
@@ -88,13 +103,15 @@ def write_report(findings, view, rng):
 
     for device in devices:
         s.finding(_device_sentence(device, rng), Support_Devices=1)
+    if view == "AP" and rng.random() < 0.3:
+        s.finding(rng.choice(("Lung volumes are low.", "Portable technique limits assessment.")))
     _heart(s, by_kind.get("cardiomegaly", []), rng)
+    if rng.random() < 0.3:
+        s.finding(rng.choice(_INCIDENTAL_MEDIASTINUM))
     _lungs(s, by_kind, rng)
     _pleura(s, by_kind, rng)
     if rng.random() < 0.5:
-        text, labels = rng.choice(
-            (("No acute osseous abnormality.", {}), ("No displaced rib fracture is seen.", {"Fracture": 0}))
-        )
+        text, labels = rng.choice(_BONES)
         s.finding(text, **labels)
 
     if not pathology:
@@ -105,10 +122,13 @@ def write_report(findings, view, rng):
                     "No acute cardiopulmonary abnormality.",
                     "Normal chest radiograph.",
                     "No acute intrathoracic process.",
+                    "No acute findings.",
                 )
             ),
             No_Finding=1,
         )
+        if rng.random() < 0.2:
+            s.impress("No evidence of pneumonia.", Pneumonia=0)
     else:
         impressions = [_impression(f, rng) for f in pathology]
         numbered = len(impressions) > 1 and rng.random() < 0.5
