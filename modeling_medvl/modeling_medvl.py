@@ -112,6 +112,13 @@ def check_paired_batch(pixel_values: torch.Tensor | None, input_ids: torch.Tenso
         )
 
 
+def _has_standard_init(module: nn.Module) -> bool:
+    """Module kinds that `PreTrainedModel._init_weights` initialises itself."""
+    name = module.__class__.__name__
+    standard = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.GroupNorm, nn.BatchNorm2d)
+    return isinstance(module, standard) or "LayerNorm" in name or "RMSNorm" in name
+
+
 class MedVLPreTrainedModel(PreTrainedModel):
     config: MedVLConfig
     config_class = MedVLConfig
@@ -184,11 +191,23 @@ class MedVLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if getattr(module, "_medvl_timm_module", False):
-            return  # timm initialised the backbone itself (or a local weight file was loaded into it)
+        """One deterministic scheme for every weight, timm backbone included, so that building a model and loading
+        one with missing weights agree. Tensors flagged `_is_hf_initialized` are skipped by the `init` helpers:
+        weights loaded from a local file (`vision_config.weights_path`) and derived buffers survive."""
+        if hasattr(module, "_medvl_restore_derived_buffers"):
+            module._medvl_restore_derived_buffers()
         super()._init_weights(module)
         if isinstance(module, MedVLModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        elif getattr(module, "_medvl_timm_module", False) and not _has_standard_init(module):
+            # Bare parameters of timm modules (pos_embed, cls_token, relative position tables, layer scales).
+            for name, parameter in module.named_parameters(recurse=False):
+                if name.endswith("bias"):
+                    init.zeros_(parameter)
+                elif name == "gamma":
+                    init.constant_(parameter, 1e-6)  # layer scale starts near zero, as in timm's ConvNeXt
+                else:
+                    init.trunc_normal_(parameter, std=self.config.initializer_range)
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
         super()._set_gradient_checkpointing(enable, *args, **kwargs)

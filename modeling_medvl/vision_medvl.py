@@ -30,6 +30,19 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def build_backbone(config: MedVLVisionConfig) -> nn.Module:
+    """The timm backbone of `config`, without classifier and without downloading anything."""
+    kwargs = dict(config.backbone_kwargs or {})
+    common = {"pretrained": False, "num_classes": 0, "in_chans": config.num_channels}
+    try:
+        return timm.create_model(config.backbone, img_size=config.image_size, **common, **kwargs)
+    except TypeError as error:
+        # Convolutional backbones (ConvNeXt, ResNet) take any size and have no `img_size` argument.
+        if "img_size" not in str(error):
+            raise
+        return timm.create_model(config.backbone, **common, **kwargs)
+
+
 class MedVLVisionTower(nn.Module):
     """timm backbone (no classifier, never downloaded) with a uniform output.
 
@@ -41,30 +54,43 @@ class MedVLVisionTower(nn.Module):
     def __init__(self, config: MedVLVisionConfig):
         super().__init__()
         self.config = config
-        kwargs = dict(config.backbone_kwargs or {})
-        try:
-            self.backbone = timm.create_model(
-                config.backbone, pretrained=False, num_classes=0, in_chans=config.num_channels,
-                img_size=config.image_size, **kwargs,
-            )
-        except TypeError as error:
-            # Convolutional backbones (ConvNeXt, ResNet) take any size and have no `img_size` argument.
-            if "img_size" not in str(error):
-                raise
-            self.backbone = timm.create_model(
-                config.backbone, pretrained=False, num_classes=0, in_chans=config.num_channels, **kwargs
-            )
+        self.backbone = build_backbone(config)
         # Buffers timm derives at construction (e.g. Swin's relative position index) are saved with the weights:
         # transformers builds models on the meta device when loading and would otherwise leave them uninitialised.
-        for module in self.backbone.modules():
+        self.derived_buffer_names = []
+        for module_name, module in self.backbone.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            derived = [name for name in module._non_persistent_buffers_set if getattr(module, name) is not None]
+            if derived:
+                # `_init_weights` visits the modules that own the buffers (not this tower): let them restore.
+                module._medvl_restore_derived_buffers = self.restore_derived_buffers
+            self.derived_buffer_names += [prefix + name for name in derived]
             module._non_persistent_buffers_set.clear()
-            module._medvl_timm_module = True  # `_init_weights` leaves these to timm / the weight file
+            module._medvl_timm_module = True  # `_init_weights` also covers timm's bare parameters (pos_embed, ...)
+        on_meta = next(self.backbone.parameters()).device.type == "meta"
+        if not on_meta:
+            for name in self.derived_buffer_names:
+                self.backbone.get_buffer(name)._is_hf_initialized = True  # already exact; `post_init` keeps them
         self.hidden_size = self.backbone.num_features
         self.output_format = getattr(self.backbone, "output_fmt", "NCHW")
         self.gradient_checkpointing = False
-        first_param = next(self.backbone.parameters())
-        if config.weights_path is not None and first_param.device.type != "meta":
+        if config.weights_path is not None and not on_meta:
             self.load_backbone_weights(config.weights_path)
+
+    def restore_derived_buffers(self) -> None:
+        """Recompute derived buffers that were neither loaded nor computed (a checkpoint that lacks them, loaded
+        on the meta device), from a throw-away backbone built on the CPU."""
+        stale = [name for name in self.derived_buffer_names
+                 if not getattr(self.backbone.get_buffer(name), "_is_hf_initialized", False)]
+        if not stale:
+            return
+        with torch.random.fork_rng(), torch.device("cpu"):
+            reference = build_backbone(self.config)
+        for name in stale:
+            buffer = self.backbone.get_buffer(name)
+            if buffer.device.type != "meta":
+                buffer.copy_(reference.get_buffer(name))
+                buffer._is_hf_initialized = True
 
     def load_backbone_weights(self, path: str | Path) -> None:
         """Load a local timm weight file into the backbone. A classifier head in the file is ignored; any other
@@ -93,6 +119,10 @@ class MedVLVisionTower(nn.Module):
                     f"{tuple(expected[key].shape)} (image size or backbone_kwargs differ?)."
                 )
         self.backbone.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
+        # Loaded weights are final: the model's `post_init` must not re-initialise them.
+        for name, tensor in self.backbone.state_dict(keep_vars=True).items():
+            if name in state_dict:
+                tensor._is_hf_initialized = True
         logger.info(f"Loaded {len(state_dict) - len(unexpected)} backbone weights from {path}.")
 
     def set_grad_checkpointing(self, enable: bool) -> None:
@@ -122,4 +152,4 @@ class MedVLVisionTower(nn.Module):
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=pooled)
 
 
-__all__ = ["MedVLVisionTower", "read_weight_file"]
+__all__ = ["MedVLVisionTower", "build_backbone", "read_weight_file"]

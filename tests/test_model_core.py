@@ -244,3 +244,19 @@ def test_zero_shot_image_classification_pipeline():
         probs = model(**texts, **inputs).logits_per_image.softmax(dim=-1)[0]
     by_label = {item["label"]: item["score"] for item in result}
     assert [by_label[label] for label in labels] == pytest.approx(probs.tolist(), abs=1e-5)
+
+
+def test_weights_missing_from_a_checkpoint_are_initialised_and_derived_buffers_recomputed():
+    swin = {"backbone": "swin_tiny_patch4_window7_224", "image_size": 32,
+            "backbone_kwargs": {"embed_dim": 32, "depths": [1, 1], "num_heads": [2, 4], "window_size": 4}}
+    config = tiny(vision_config=swin)
+    fresh = MedVLModel(config)
+    loaded = MedVLModel.from_pretrained(None, config=config, state_dict={})
+    state = loaded.state_dict()
+    assert not [name for name, tensor in state.items() if tensor.device.type == "meta"]
+    index_names = [name for name in state if name.endswith("relative_position_index")]
+    assert index_names
+    for name in index_names:
+        assert torch.equal(state[name], fresh.state_dict()[name]), name
+    pos_std = loaded.vision_model.backbone.layers[0].blocks[0].attn.relative_position_bias_table.std().item()
+    assert 0.005 < pos_std < 0.05, "bare timm parameters get the configured initialiser"
