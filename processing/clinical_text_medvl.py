@@ -31,6 +31,10 @@ from .clinical_terms_medvl import (
     SYNONYMS,
 )
 
+# Case-insensitive matching is ASCII-only: under full Unicode folding "ſ" would match "s" and
+# "K" (Kelvin) "k", and the matched text would miss the lookup tables.
+_ASCII_IGNORECASE = re.IGNORECASE | re.ASCII
+
 # Canonical section name -> header spellings (matched case-insensitively, any spacing).
 SECTION_ALIASES = {
     "findings": ("findings", "finding", "findings and impression", "findings/impression"),
@@ -58,8 +62,8 @@ def _header_alternation(upper=False):
 
 
 _HEADER_RE = re.compile(
-    r"(?m)(?:^|(?<=[.!?;]))[ \t]*(?:(?P<header>(?i:" + _header_alternation() + r"))[ \t]*:"
-    r"|(?P<colonless>(?i:final[ \t]+report|addendum))[ \t]*$)"
+    r"(?m)(?:^|(?<=[.!?;]))[ \t]*(?:(?P<header>(?ai:" + _header_alternation() + r"))[ \t]*:"
+    r"|(?P<colonless>(?ai:final[ \t]+report|addendum))[ \t]*$)"
     # An all-capitals header counts anywhere: "No acute process IMPRESSION: Normal."
     r"|(?<![\w-])(?P<upper>" + _header_alternation(upper=True) + r")[ \t]*:"
 )
@@ -109,16 +113,16 @@ def _alternation(keys):
 _UPPER_KEYS = list(ABBREVIATIONS) + list(CONTEXTUAL)
 # Shorthand first: "R/O" must reach "r/o" before the lone "R" is tried.
 _ALTERNATIVES = [
-    r"(?P<shortsym>(?i:" + _alternation([k for k in SHORTHAND if not k[-1].isalnum()]) + r"))",
-    r"(?P<short>(?i:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])",
+    r"(?P<shortsym>(?ai:" + _alternation([k for k in SHORTHAND if not k[-1].isalnum()]) + r"))",
+    r"(?P<short>(?ai:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])",
     r"(?P<word>" + _alternation(_UPPER_KEYS) + r")(?P<plural>s)?(?!\w)(?P<dot>\.(?=\s*[a-z]))?",
 ]
 _ABBREVIATION_RE = re.compile(r"(?<![\w/.-])(?:" + "|".join(_ALTERNATIVES) + r")")
 _COMPILED_CONTEXT = {
     abbreviation: [
         (expansion,
-         re.compile(follows, re.IGNORECASE) if follows is not None else None,
-         re.compile(precedes, re.IGNORECASE) if precedes is not None else None,
+         re.compile(follows, _ASCII_IGNORECASE) if follows is not None else None,
+         re.compile(precedes, _ASCII_IGNORECASE) if precedes is not None else None,
          nearby)
         for expansion, follows, precedes, nearby in senses
     ]
@@ -208,9 +212,9 @@ def _longest_literal(pattern):
 # Each rule runs only when one of its cues occurs in the lowercased text (a cheap substring
 # test); a synonym's cue is the longest literal word of its pattern.
 _TERM_RULES = [
-    (_cues(cue), re.compile(pattern, re.IGNORECASE), replacement) for cue, pattern, replacement in SPELLING_RULES
+    (_cues(cue), re.compile(pattern, _ASCII_IGNORECASE), replacement) for cue, pattern, replacement in SPELLING_RULES
 ] + [
-    ((_longest_literal(pattern),), re.compile(r"\b" + pattern, re.IGNORECASE), replacement)
+    ((_longest_literal(pattern),), re.compile(r"\b" + pattern, _ASCII_IGNORECASE), replacement)
     for pattern, replacement in SYNONYMS.items()
 ]
 
@@ -242,7 +246,7 @@ _LATERALITY_RE = re.compile(
     r"|(?P<greater>(?<![\w/])[LR]\s*>\s*[LR](?![\w/]))"
     r"|(?P<letter>(?<![\w/.-])(?:[LR]|Lt|Rt|LT|RT)(?=\.?\s*" + LATERALITY_CONTEXT + r"))"
     r"|(?P<word>\b(?:" + _alternation(LATERALITY_WORDS) + r")\b(?!" + LATERALITY_FIXED + r"))",
-    re.IGNORECASE,
+    _ASCII_IGNORECASE,
 )
 
 

@@ -1,4 +1,5 @@
 import json
+import random
 import re
 
 import pytest
@@ -301,3 +302,17 @@ def test_swapping_twice_restores_the_report(report):
     once = swap_laterality(report)
     assert once != report
     assert swap_laterality(once) == report
+
+
+def test_unicode_lookalikes_and_random_text_never_break_the_normaliser():
+    # Under Unicode case folding "ſ" matches "s" and "K" (Kelvin) "k"; matching is ASCII-only.
+    assert ClinicalTextNormalizer()("ſ/p PTX, leftwardſ shift. ImpreſſION: K") == "ſ/p pneumothorax, leftwardſ shift. ImpreſſION: K"
+    rng = random.Random(0)
+    pieces = ["PA", "L", "R", "s/p", "PTX", "Dr.", "FINDINGS:", "IMPRESSION:", "___", "12/03/2019", "10:30", "Rt.",
+              "LLL", "RML", "left", "lingula", "oedema", "W/O", "Y.O.", "[DEID]", "L > R", "IV", "é", "ß", "\u200b", "½"]
+    normalizer = ClinicalTextNormalizer()
+    for _ in range(200):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+        out = normalizer(text)
+        assert isinstance(out, str) and out and out == normalizer(text)
+        assert swap_laterality(swap_laterality(text)).count("[DEID]") == text.count("[DEID]")
