@@ -153,15 +153,23 @@ def _vessel_layer(a, size, rng):
     """Pulmonary vessels branching from each hilum, tapering towards the periphery."""
     layer = Image.new("F", (size, size), 0.0)
     draw = ImageDraw.Draw(layer)
-    scalar_rng = random.Random(int(rng.integers(2**62)))  # fast scalar draws for the many small steps
-    for side, lateral in (("right", -1.0), ("left", 1.0)):
+    # Side branches thinner than a pixel are not drawn: small images skip them (the main
+    # vessels, each with its own generator, stay the same at every size).
+    max_depth = 0 if size < 96 else 1 if size < 192 else 2
+    seeds = rng.integers(2**62, size=16)
+    for number, (side, lateral, angle) in enumerate(
+        (side, lateral, angle)
+        for side, lateral in (("right", -1.0), ("left", 1.0))
+        for angle in np.linspace(-1.9, 1.3, 8)
+    ):
+        branch_rng = random.Random(int(seeds[number]))  # fast scalar draws for the many small steps
         hx, hy = a.hilum(side)
-        for angle in np.linspace(-1.9, 1.3, 8):
-            _branch(draw, scalar_rng, size, hx, hy, angle + scalar_rng.gauss(0, 0.12), lateral, 0.085, 0.009, 0)
+        angle += branch_rng.gauss(0, 0.12)
+        _branch(draw, branch_rng, size, hx, hy, angle, lateral, 0.085, 0.009, max_depth)
     return np.asarray(layer, dtype=np.float32)
 
 
-def _branch(draw, rng, size, x, y, angle, lateral, strength, width, depth):
+def _branch(draw, rng, size, x, y, angle, lateral, strength, width, depth_left):
     """One vessel: a wandering polyline (angle 0 points laterally, negative upwards), with side branches."""
     points = [(x * size, y * size)]
     for _ in range(5):
@@ -169,10 +177,9 @@ def _branch(draw, rng, size, x, y, angle, lateral, strength, width, depth):
         step = 0.035 * rng.uniform(0.7, 1.2)
         x, y = x + lateral * step * math.cos(angle), y + step * math.sin(angle)
         points.append((x * size, y * size))
-        if depth < 2 and rng.random() < 0.3:
-            _branch(
-                draw, rng, size, x, y, angle + rng.choice((-0.6, 0.6)), lateral, strength * 0.6, width * 0.6, depth + 1
-            )
+        if depth_left and rng.random() < 0.3:
+            turn = rng.choice((-0.6, 0.6))
+            _branch(draw, rng, size, x, y, angle + turn, lateral, strength * 0.6, width * 0.6, depth_left - 1)
     draw.line(points, fill=float(strength), width=max(1, round(width * size)), joint="curve")
 
 
