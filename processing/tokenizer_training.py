@@ -20,6 +20,8 @@ times, so a small corpus gives a smaller vocabulary than asked (a warning gives 
 reached). Ids are then all below `vocab_size`, so a model sized for the target still fits.
 """
 
+import contextlib
+import multiprocessing
 import warnings
 from collections.abc import Iterable
 
@@ -64,7 +66,7 @@ def iter_texts(texts, text_column="report", batch_size=1000):
     yield from texts
 
 
-def _checked_texts(texts, normalizer, text_column, skip_invalid, counts):
+def _valid_texts(texts, text_column, skip_invalid, counts):
     for index, text in enumerate(iter_texts(texts, text_column)):
         if not isinstance(text, str) or not text.strip():
             problem = "is empty" if isinstance(text, str) else f"is not a string ({type(text).__name__})"
@@ -74,7 +76,20 @@ def _checked_texts(texts, normalizer, text_column, skip_invalid, counts):
             counts["skipped"] += 1
             continue
         counts["used"] += 1
-        yield normalizer(text) if normalizer is not None else text
+        yield text
+
+
+@contextlib.contextmanager
+def _normalised(texts, normalizer, num_proc):
+    """The texts through `normalizer`, in order; in `num_proc` worker processes when > 1."""
+    if normalizer is None:
+        yield texts
+    elif num_proc <= 1:
+        yield map(normalizer, texts)
+    else:
+        # Started before `tokenizers` starts its own threads; order is kept (imap, not unordered).
+        with multiprocessing.Pool(num_proc) as pool:
+            yield pool.imap(normalizer, texts, chunksize=64)
 
 
 def train_clinical_tokenizer(
@@ -87,6 +102,7 @@ def train_clinical_tokenizer(
     show_progress=False,
     text_column="report",
     skip_invalid=False,
+    num_proc=1,
 ):
     """Train a byte-level BPE tokenizer on clinical reports.
 
@@ -102,6 +118,7 @@ def train_clinical_tokenizer(
         show_progress: the `tokenizers` progress bar.
         text_column: column to read when `texts` is a data set.
         skip_invalid: skip (with a warning, counted) empty or non-string texts instead of raising.
+        num_proc: processes normalising the texts (the normaliser is pure Python, one core each).
 
     Returns:
         `PreTrainedTokenizerFast` with its special-token attributes, `deid_token`, the post-processor
@@ -137,7 +154,8 @@ def train_clinical_tokenizer(
         show_progress=show_progress,
     )
     counts = {"used": 0, "skipped": 0}
-    tokenizer.train_from_iterator(_checked_texts(texts, normalizer, text_column, skip_invalid, counts), trainer)
+    with _normalised(_valid_texts(texts, text_column, skip_invalid, counts), normalizer, num_proc) as training_texts:
+        tokenizer.train_from_iterator(training_texts, trainer)
     if counts["used"] == 0:
         raise ValueError("no usable text to train the tokenizer on")
     if counts["skipped"]:

@@ -141,6 +141,15 @@ def test_datasets_column_trains_the_same_vocabulary(corpus, bert_tokenizer):
         train_clinical_tokenizer(dataset, text_column="text")
 
 
+def test_normalising_in_worker_processes_gives_the_same_tokenizer(corpus, bert_tokenizer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parallel = train_clinical_tokenizer(corpus, vocab_size=400, num_proc=2)
+    assert parallel.get_vocab() == bert_tokenizer.get_vocab()
+    with pytest.raises(ValueError, match="text at index 5 is empty"):
+        train_clinical_tokenizer(corpus[:5] + [""] + corpus[5:], vocab_size=400, num_proc=2)
+
+
 @pytest.mark.parametrize("bad, message", [("", "text at index 2 is empty"), (None, "text at index 2 is not a string")])
 def test_bad_text_names_its_index(corpus, bad, message):
     texts = corpus[:2] + [bad] + corpus[2:20]

@@ -78,6 +78,7 @@ def run_train(args):
             max_length=args.max_length,
             min_frequency=args.min_frequency,
             skip_invalid=args.skip_invalid,
+            num_proc=args.num_proc,
         )
     except ValueError as error:
         print(f"medvl tokenizer train: error: {error}", file=sys.stderr)
@@ -107,6 +108,7 @@ def register(parser):
     train.add_argument("--no-deidentify", action="store_true", help="skip de-identification")
     train.add_argument("--no-expand-abbreviations", action="store_true", help="skip abbreviation expansion")
     train.add_argument("--no-standardize-terms", action="store_true", help="skip terminology standardisation")
+    train.add_argument("--num-proc", type=int, default=1, help="processes normalising the reports")
     train.add_argument("--skip-invalid", action="store_true", help="skip empty/non-string reports with a warning")
     train.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     train.set_defaults(func=run_train)
