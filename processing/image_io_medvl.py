@@ -147,7 +147,8 @@ def _to_supported_mode(image, name):
         return image.convert(_MODE_CONVERSIONS[mode])
     if mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image).astype(np.float32)
-        return Image.fromarray(values * np.float32(_TO_EIGHT_BIT_SCALE), mode="F")
+        values *= np.float32(_TO_EIGHT_BIT_SCALE)
+        return Image.fromarray(values, mode="F")
     if mode == "I":
         values = np.asarray(image)
         if values.size and (values.min() < 0 or values.max() > 65535):

@@ -74,16 +74,16 @@ def local_contrast_normalize(images, tile_grid=(8, 8), clip_limit=2.0, num_bins=
     histograms = histograms.clamp(max=limit) + excess / num_bins
     mappings = histograms.cumsum(-1) / pixels_per_tile[None, :, None] * _FULL_SCALE
 
-    low_bin = bin_position.floor().long().clamp_(max=num_bins - 2) if num_bins > 1 else bin_position.long()
-    bin_weight = bin_position - low_bin
-    flat_mappings = mappings.reshape(-1)
-    plane_base = torch.arange(planes, device=device)[:, None, None] * tiles
+    # Each pixel reads four tile mappings at its (fractional) bin: mapping[low] + slope[low] * fraction.
+    low_bin = bin_position.floor().long().clamp_(max=max(num_bins - 2, 0))
+    bin_fraction = bin_position - low_bin
+    slopes = torch.diff(mappings, dim=-1, append=mappings[..., -1:])
+    flat_mappings, flat_slopes = mappings.reshape(-1), slopes.reshape(-1)
+    pixel_base = torch.arange(planes, device=device)[:, None, None] * (tiles * num_bins) + low_bin
 
     def mapped_through(tile_rows, tile_cols):
-        tile_index = (plane_base + tile_rows[:, None] * cols + tile_cols[None, :]) * num_bins + low_bin
-        low = flat_mappings.take(tile_index)
-        high = flat_mappings.take(tile_index + 1) if num_bins > 1 else low
-        return low + (high - low) * bin_weight
+        index = pixel_base + (tile_rows[:, None] * cols + tile_cols[None, :]) * num_bins
+        return torch.addcmul(flat_mappings.take(index), flat_slopes.take(index), bin_fraction)
 
     top = torch.lerp(mapped_through(row_first, col_first), mapped_through(row_first, col_second), col_weight[None, None, :])
     bottom = torch.lerp(
