@@ -74,6 +74,7 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
         image_tokens: torch.FloatTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> MedVLGenerationOutput | tuple:
         r"""
@@ -101,6 +102,7 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
             position_ids=position_ids,
             encoder_hidden_states=image_tokens,
             past_key_values=past_key_values if use_cache or past_key_values is not None else None,
+            token_type_ids=token_type_ids,
         )
         logits = self.lm_head(decoder_outputs.last_hidden_state)
         loss = None

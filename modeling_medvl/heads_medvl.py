@@ -120,6 +120,7 @@ class MedVLForQuestionAnswering(MedVLPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
         r"""
@@ -131,7 +132,9 @@ class MedVLForQuestionAnswering(MedVLPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         medvl = self.medvl
         vision_outputs = medvl.vision_model(pixel_values)
-        text_outputs = medvl.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        text_outputs = medvl.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        )
         if medvl.fusion is not None:
             fused = medvl.fuse(text_outputs.last_hidden_state, attention_mask, vision_outputs.last_hidden_state)
             representation = fused[:, 0]

@@ -214,9 +214,13 @@ class MedVLTextEncoder(nn.Module):
         past_key_values: Cache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        token_type_ids: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
         """`pooler_output` is the state of the first token (bidirectional) or of the last real token (causal).
         A `past_key_values` cache (decoder generation) receives each layer's new self-attention keys/values."""
+        if token_type_ids is not None and bool((token_type_ids != 0).any()):
+            # Tokenizers of BERT-style vocabularies emit all-zero segment ids for single texts: those are fine.
+            raise ValueError("MedVL's text tower reads one segment per text: token_type_ids must be all 0.")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the text tower.")
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0

@@ -250,11 +250,14 @@ class MedVLModel(MedVLPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         return_dict: bool = True,
+        token_type_ids: torch.Tensor | None = None,
         **kwargs,
     ):
         """Returns the text tower's output with `pooler_output` replaced by the projected (not normalised) text
         embedding `(batch, projection_dim)`."""
-        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, token_type_ids=token_type_ids
+        )
         text_outputs.pooler_output = self.text_projection(text_outputs.pooler_output)
         return text_outputs if return_dict else text_outputs.to_tuple()
 
@@ -280,6 +283,7 @@ class MedVLModel(MedVLPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> MedVLOutput | tuple:
         r"""
@@ -300,6 +304,7 @@ class MedVLModel(MedVLPreTrainedModel):
             position_ids=position_ids,
             output_attentions=bool(output_attentions),
             output_hidden_states=bool(output_hidden_states),
+            token_type_ids=token_type_ids,
         )
         image_embeds = nn.functional.normalize(self.visual_projection(vision_outputs.pooler_output), dim=-1)
         text_embeds = nn.functional.normalize(self.text_projection(text_outputs.pooler_output), dim=-1)
@@ -386,6 +391,7 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
         loss_terms: tuple[str, ...] | list[str] | str | None = None,
         position_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> MedVLPreTrainingOutput | tuple:
         r"""
@@ -405,7 +411,9 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
 
         medvl = self.medvl
         vision_outputs = medvl.vision_model(pixel_values)
-        text_outputs = medvl.text_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        text_outputs = medvl.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, token_type_ids=token_type_ids
+        )
         image_embeds = nn.functional.normalize(medvl.visual_projection(vision_outputs.pooler_output), dim=-1)
         text_embeds = nn.functional.normalize(medvl.text_projection(text_outputs.pooler_output), dim=-1)
         logit_scale = medvl.clamped_logit_scale()

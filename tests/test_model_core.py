@@ -166,6 +166,10 @@ def test_bad_input_names_what_was_expected():
         model(pixel_values=pixel_values, input_ids=input_ids[:2], attention_mask=attention_mask[:2])
     with pytest.raises(ValueError, match="pixel_values are required"):
         model(input_ids=input_ids, attention_mask=attention_mask)
+    segments = torch.zeros_like(input_ids)
+    model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=segments)
+    with pytest.raises(ValueError, match="token_type_ids must be all 0"):
+        model(pixel_values=pixel_values, input_ids=input_ids, token_type_ids=segments + 1)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
