@@ -187,3 +187,9 @@ def test_study_depends_only_on_seed_and_index():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         next(generate_synthcxr(**kwargs))
+
+
+def test_text_and_findings_do_not_depend_on_image_size():
+    small = [(s.report, s.labels, s.findings, s.qa) for s in generate_synthcxr(5, size=16, seed=2)]
+    large = [(s.report, s.labels, s.findings, s.qa) for s in generate_synthcxr(5, size=96, seed=2)]
+    assert small == large
