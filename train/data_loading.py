@@ -182,17 +182,20 @@ class IndexedStream(IterableDataset):
             yield zlib.crc32(key.encode()), row
 
 
+# A DataLoader draws its workers' base seed from torch's global RNG when an iterator starts, which
+# would shift the model's dropout stream depending on where a (resumed) run starts its epoch; its
+# own generator keeps the global RNG untouched (the collator seeds every sample itself).
 def make_map_loader(dataset, collator, sampler: GlobalBatchSampler, num_workers: int):
     return DataLoader(
         IndexedRows(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=num_workers,
-        persistent_workers=False,
+        generator=torch.Generator().manual_seed(sampler.seed + sampler.epoch),
     )
 
 
-def make_stream_loader(stream, collator, per_device_batch_size: int, num_workers: int):
+def make_stream_loader(stream, collator, per_device_batch_size: int, num_workers: int, seed: int = 0):
     return DataLoader(
         IndexedStream(stream), batch_size=per_device_batch_size, collate_fn=collator, num_workers=num_workers,
-        drop_last=True,
+        drop_last=True, generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -63,9 +63,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class PretrainingRun:
-    def __init__(self, model_args, data_args, train_args, after_checkpoint=None):
+    def __init__(self, model_args, data_args, train_args, after_step=None):
         self.model_args, self.data_args, self.args = model_args, data_args, train_args
-        self.after_checkpoint = after_checkpoint
+        self.after_step = after_step  # called with the step number once a step (and its checkpoint) is done
         self.output_dir = Path(train_args.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         find_unused = train_args.ddp_find_unused_parameters
@@ -216,11 +216,9 @@ class PretrainingRun:
 
     def _save_step_checkpoint(self):
         step = self.state["step"]
-        path = ckpt.save_checkpoint(
+        ckpt.save_checkpoint(
             self.accelerator, self.output_dir, step, self._write_checkpoint_files, self.args.save_total_limit
         )
-        if self.after_checkpoint is not None:
-            self.after_checkpoint(step, path)
 
     # ------------------------------------------------------------------------------------- data
     def _epoch_batches(self):
@@ -234,7 +232,9 @@ class PretrainingRun:
             stream.set_epoch(state["epoch"])
             consumed = state["step_in_epoch"] * self.accumulation * args.per_device_batch_size
             workers = min(workers, stream.num_shards)
-            loader = make_stream_loader(stream.skip(consumed), self.collator, args.per_device_batch_size, workers)
+            loader = make_stream_loader(
+                stream.skip(consumed), self.collator, args.per_device_batch_size, workers, args.seed + state["epoch"]
+            )
         else:
             sampler = GlobalBatchSampler(
                 len(self.train_data), args.per_device_batch_size, acc.num_processes, acc.process_index,
@@ -351,6 +351,8 @@ class PretrainingRun:
                         stop_reason = "early_stopping"
                 if (args.save_steps and step % args.save_steps == 0) or step == self.max_steps or stop_reason != "max_steps":
                     self._save_step_checkpoint()
+                if self.after_step is not None:
+                    self.after_step(step)
                 if step >= self.max_steps or stop_reason != "max_steps":
                     break
                 tick = time.perf_counter()
@@ -381,9 +383,9 @@ class PretrainingRun:
         return summary
 
 
-def main(argv=None, after_checkpoint=None):
+def main(argv=None, after_step=None):
     model_args, data_args, train_args = parse_pretrain_args(argv)
-    return PretrainingRun(model_args, data_args, train_args, after_checkpoint).train()
+    return PretrainingRun(model_args, data_args, train_args, after_step).train()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def preset_config(model_args) -> MedVLConfig:
 def prepare_tokenizer(data_args, text_config, train_data, output_dir, accelerator):
     """`--tokenizer` if given, else the run's own (trained on its training reports on first start)."""
     if data_args.tokenizer:
+        if ("/" in data_args.tokenizer or "\\" in data_args.tokenizer) and not Path(data_args.tokenizer).is_dir():
+            raise FileNotFoundError(f"--tokenizer {data_args.tokenizer}: no such folder")
         return AutoTokenizer.from_pretrained(data_args.tokenizer)
     folder = Path(output_dir) / TOKENIZER_FOLDER
     with accelerator.main_process_first():
