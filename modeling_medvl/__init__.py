@@ -14,13 +14,8 @@ from .configuration_medvl import MedVLConfig, MedVLTextConfig, MedVLVisionConfig
 from .generation_medvl import MedVLForConditionalGeneration, MedVLGenerationOutput
 from .heads_medvl import MedVLForImageClassification, MedVLForQuestionAnswering
 from .losses_medvl import contrastive_loss, itm_loss, mlm_loss
-from .modeling_medvl import (
-    MedVLForPreTraining,
-    MedVLModel,
-    MedVLOutput,
-    MedVLPreTrainedModel,
-    MedVLPreTrainingOutput,
-)
+from .modeling_medvl import MedVLModel, MedVLOutput, MedVLPreTrainedModel
+from .pretraining_medvl import MedVLForPreTraining, MedVLPreTrainingOutput
 
 # With the package imported, the Auto classes (and pipelines) know MedVL without trust_remote_code.
 AutoConfig.register("medvl", MedVLConfig, exist_ok=True)

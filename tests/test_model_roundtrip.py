@@ -49,6 +49,8 @@ LOADER = textwrap.dedent(
             if "generate" in case:
                 values["generated"] = model.generate(**case["generate"])
         results[name] = {"module": type(model).__module__, "class": type(model).__name__, "values": values}
+        if name == "classification":
+            model.save_pretrained(root + "/resaved")  # a model that is itself remote code saves again
     results["local_package_imported"] = any(m.split(".")[0] == "modeling_medvl" for m in sys.modules)
     torch.save(results, root + "/results.pt")
     """
@@ -172,6 +174,18 @@ def test_saved_folder_is_flat_self_contained_code_with_every_auto_class(round_tr
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] in THIRD_PARTY, f"{path.name}: import {alias.name}"
+
+
+def test_remote_code_model_saves_a_loadable_folder_again(round_trip):
+    root, _, _ = round_trip
+    auto_map = json.loads((root / "resaved" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForImageClassification"] == "heads_medvl.MedVLForImageClassification"
+    for target in auto_map.values():
+        assert (root / "resaved" / f"{target.split('.')[0]}.py").is_file(), target
+    reloaded = MedVLForImageClassification.from_pretrained(root / "resaved")
+    original = MedVLForImageClassification.from_pretrained(root / "classification")
+    for key, value in original.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
 
 
 def test_a_head_loads_the_pretrained_towers_of_a_pretraining_checkpoint(round_trip):

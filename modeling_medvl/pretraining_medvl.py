@@ -1,0 +1,218 @@
+"""MedVL's pretraining model: image-text contrast (ITC), masked language modelling on the fused text (MLM) and
+image-text matching with in-batch hard negatives (ITM), weighted by the config, each term reported."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput, logging
+
+from .configuration_medvl import MedVLConfig
+from .layers_medvl import MedVLLMHead
+from .losses_medvl import contrastive_loss, itm_loss, mask_tokens, mlm_loss, sample_hard_negatives
+from .modeling_medvl import MedVLModel, MedVLPreTrainedModel, check_paired_batch
+
+logger = logging.get_logger(__name__)
+
+LOSS_TERMS = ("itc", "mlm", "itm")
+
+
+@dataclass
+class MedVLPreTrainingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*): Weighted sum of the computed terms.
+    loss_terms (`dict[str, torch.FloatTensor]`, *optional*): Each computed term (`"itc"`, `"mlm"`, `"itm"`),
+        unweighted, as a scalar.
+    logits_per_image (`torch.FloatTensor` of shape `(batch, batch)`): Scaled image-to-text similarities.
+    logits_per_text (`torch.FloatTensor` of shape `(batch, batch)`): The transpose.
+    image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`): L2-normalised image embeddings.
+    text_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`): L2-normalised text embeddings.
+    logit_scale (`torch.FloatTensor` of shape `()`): The exp'd, clamped inverse temperature.
+    mlm_logits (`torch.FloatTensor` of shape `(batch, text_length, vocab_size)`, *optional*): MLM predictions.
+    mlm_labels (`torch.LongTensor` of shape `(batch, text_length)`, *optional*): MLM targets (-100 = ignored).
+    itm_logits (`torch.FloatTensor` of shape `(num_pairs, 2)`, *optional*): Match logits over positives then
+        hard negatives.
+    itm_labels (`torch.LongTensor` of shape `(num_pairs,)`, *optional*): 1 for matching pairs.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_terms: dict[str, torch.FloatTensor] | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    logit_scale: torch.FloatTensor | None = None
+    mlm_logits: torch.FloatTensor | None = None
+    mlm_labels: torch.LongTensor | None = None
+    itm_logits: torch.FloatTensor | None = None
+    itm_labels: torch.LongTensor | None = None
+
+
+class MedVLForPreTraining(MedVLPreTrainedModel):
+    """MedVL with its composite pretraining objective: ITC (+ MLM on fused text) (+ ITM with hard negatives)."""
+
+    main_input_name = "pixel_values"  # the first argument of forward
+    _tied_weights_keys = {"mlm_head.decoder.weight": "medvl.text_model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: MedVLConfig):
+        super().__init__(config)
+        self.medvl = MedVLModel(config)
+        text_config = config.text_config
+        self.mlm_head = MedVLLMHead(text_config) if not text_config.is_causal else None
+        self.itm_head = nn.Linear(text_config.hidden_size, 2) if config.fusion_type != "none" else None
+        if self.mlm_head is None:
+            self._tied_weights_keys = {}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.medvl.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.medvl.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.mlm_head.decoder if self.mlm_head is not None else None
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.mlm_head.decoder = value
+
+    def resolve_loss_terms(self, loss_terms) -> tuple[str, ...]:
+        """Default: every term with a positive weight that this architecture supports."""
+        if loss_terms is None:
+            terms = [name for name in LOSS_TERMS if getattr(self.config, f"{name}_weight") > 0]
+        else:
+            terms = [loss_terms] if isinstance(loss_terms, str) else list(loss_terms)
+        unknown = [name for name in terms if name not in LOSS_TERMS]
+        if unknown:
+            raise ValueError(f"Unknown loss term(s) {unknown}; choose from {LOSS_TERMS}.")
+        if "mlm" in terms and self.mlm_head is None:
+            raise ValueError("The 'mlm' term needs a bidirectional text tower (text_config.is_causal=False).")
+        if "itm" in terms and self.itm_head is None:
+            raise ValueError("The 'itm' term needs fusion layers (fusion_type='none' has none).")
+        return tuple(terms)
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mlm_input_ids: torch.LongTensor | None = None,
+        mlm_labels: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        loss_terms: tuple[str, ...] | list[str] | str | None = None,
+        position_ids: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MedVLPreTrainingOutput | tuple:
+        r"""
+        mlm_input_ids (`torch.LongTensor` of shape `(batch, text_length)`, *optional*): Masked copy of `input_ids`
+            for MLM (with `mlm_labels`). When absent, `input_ids` are masked here with torch's RNG.
+        mlm_labels (`torch.LongTensor` of shape `(batch, text_length)`, *optional*): MLM targets, -100 = ignored.
+        return_loss (`bool`, *optional*): Compute the losses (default `True` for this pretraining model).
+        loss_terms (`tuple[str]`, *optional*): Which of `"itc"`, `"mlm"`, `"itm"` to compute; default every term
+            whose weight in the config is positive. `loss` is the config-weighted sum of the computed terms.
+        """
+        check_paired_batch(pixel_values, input_ids)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return_loss = True if return_loss is None else return_loss
+        terms = self.resolve_loss_terms(loss_terms) if return_loss else ()
+        if (mlm_input_ids is None) != (mlm_labels is None) and "mlm" in terms:
+            raise ValueError("Pass mlm_input_ids and mlm_labels together (or neither, to mask input_ids here).")
+
+        medvl = self.medvl
+        vision_outputs = medvl.vision_model(pixel_values)
+        text_outputs = medvl.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, token_type_ids=token_type_ids
+        )
+        image_embeds = nn.functional.normalize(medvl.visual_projection(vision_outputs.pooler_output), dim=-1)
+        text_embeds = nn.functional.normalize(medvl.text_projection(text_outputs.pooler_output), dim=-1)
+        logit_scale = medvl.clamped_logit_scale()
+        logits_per_image = logit_scale * image_embeds @ text_embeds.t()
+        image_tokens = vision_outputs.last_hidden_state
+
+        losses: dict[str, torch.Tensor] = {}
+        mlm_logits = itm_logits = itm_labels = None
+        if "itc" in terms:
+            losses["itc"] = contrastive_loss(image_embeds, text_embeds, logit_scale)
+        if "mlm" in terms:
+            if mlm_input_ids is None:
+                mlm_input_ids, mlm_labels = self.mask_for_mlm(input_ids, attention_mask)
+            masked_states = medvl.text_model(
+                input_ids=mlm_input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state
+            mlm_logits = self.mlm_head(medvl.fuse(masked_states, attention_mask, image_tokens))
+            losses["mlm"] = mlm_loss(mlm_logits, mlm_labels)
+        if "itm" in terms:
+            itm_logits, itm_labels = self.image_text_matching(
+                image_tokens, text_outputs.last_hidden_state, input_ids, attention_mask, logits_per_image
+            )
+            if itm_logits is not None:
+                losses["itm"] = itm_loss(itm_logits, itm_labels)
+
+        loss = None
+        if losses:
+            loss = sum(getattr(self.config, f"{name}_weight") * value for name, value in losses.items())
+        output = MedVLPreTrainingOutput(
+            loss=loss,
+            loss_terms=losses or None,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            logit_scale=logit_scale,
+            mlm_logits=mlm_logits,
+            mlm_labels=mlm_labels if "mlm" in terms else None,
+            itm_logits=itm_logits,
+            itm_labels=itm_labels,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def mask_for_mlm(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        text_config = self.config.text_config
+        special = [
+            token_id
+            for token_id in (text_config.pad_token_id, text_config.bos_token_id, text_config.eos_token_id,
+                             text_config.mask_token_id)
+            if token_id is not None
+        ]
+        return mask_tokens(
+            input_ids, attention_mask, text_config.mask_token_id, text_config.vocab_size, special,
+            self.config.mlm_probability,
+        )
+
+    def image_text_matching(
+        self,
+        image_tokens: torch.Tensor,
+        text_states: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        logits_per_image: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Positives plus one hard negative text per image and one hard negative image per text."""
+        batch = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Identical reports (same tokens where both are real) are not negatives of each other.
+        tokens = input_ids.masked_fill(attention_mask == 0, -1)
+        same_text = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1)
+        image_rows, negative_texts, text_rows, negative_images = sample_hard_negatives(logits_per_image, same_text)
+        if image_rows.numel() + text_rows.numel() == 0:
+            logger.warning(
+                f"ITM skipped for this batch: its {batch} texts are all identical, so there are no negatives."
+            )
+            return None, None
+        image_index = torch.cat([torch.arange(batch, device=input_ids.device), image_rows, negative_images])
+        text_index = torch.cat([torch.arange(batch, device=input_ids.device), negative_texts, text_rows])
+        fused = self.medvl.fuse(text_states[text_index], attention_mask[text_index], image_tokens[image_index])
+        itm_logits = self.itm_head(fused[:, 0])
+        itm_labels = torch.zeros(image_index.shape[0], dtype=torch.long, device=input_ids.device)
+        itm_labels[:batch] = 1
+        return itm_logits, itm_labels
+
+
+MedVLForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = ["LOSS_TERMS", "MedVLForPreTraining", "MedVLPreTrainingOutput"]
