@@ -260,6 +260,9 @@ SHORTHAND = {
     "afib": "atrial fibrillation",
     "a-fib": "atrial fibrillation",
     "cath": "catheter",
+    "c/f": "concerning for",
+    "vs": "versus",
+    "vs.": "versus",
 }
 
 # Words that make a standalone "L"/"R" (or "PA", "CP", ...) read as anatomy: shared with the

@@ -114,7 +114,8 @@ _UPPER_KEYS = list(ABBREVIATIONS) + list(CONTEXTUAL)
 # Shorthand first: "R/O" must reach "r/o" before the lone "R" is tried.
 _ALTERNATIVES = [
     r"(?P<shortsym>(?ai:" + _alternation([k for k in SHORTHAND if not k[-1].isalnum()]) + r"))",
-    r"(?P<short>(?ai:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])",
+    r"(?P<short>(?ai:" + _alternation([k for k in SHORTHAND if k[-1].isalnum()]) + r"))(?![\w/])"
+    r"(?P<shortdot>\.(?=\s*[a-z0-9]))?",
     r"(?P<word>" + _alternation(_UPPER_KEYS) + r")(?P<plural>s)?(?!\w)(?P<dot>\.(?=\s*[a-z]))?",
 ]
 _ABBREVIATION_RE = re.compile(r"(?<![\w/.-])(?:" + "|".join(_ALTERNATIVES) + r")")
@@ -128,12 +129,14 @@ _COMPILED_CONTEXT = {
     ]
     for abbreviation, senses in CONTEXTUAL.items()
 }
-# Abbreviations written with a period ("Rt. lung"): the period goes with the expansion.
+# Abbreviations written with a period ("Rt. lung"): the period goes with the expansion; any other
+# abbreviation followed by a period and a lower-case word keeps the period.
 _DOTTED = {"Rt", "Lt", "RT", "LT"}
 _GREATER_THAN_RE = re.compile(r"(?<![\w/])([LR])\s*>\s*([LR])(?![\w/])")
 _SIDE = {"L": "left", "R": "right"}
 _WORD_RE = re.compile(r"[A-Za-z][\w'-]*")
-_SENTENCE_START_RE = re.compile(r"(?:^|[.!?:]\s*)$")
+# A period after "vs" or "approx" does not end a sentence.
+_SENTENCE_START_RE = re.compile(r"(?:^|(?<!\bvs)(?<!\bapprox)[.!?:]\s*)$", re.IGNORECASE)
 
 
 def expand_abbreviations(text):
@@ -166,7 +169,8 @@ def _expand(match, text):
         if match.group("dot") and abbreviation not in _DOTTED:
             expansion += "."
     else:
-        expansion = _CASE_INSENSITIVE[match.group(0).lower()]
+        # A shorthand's own period ("approx. 2 cm", "pt. is") is dropped with the shorthand.
+        expansion = _CASE_INSENSITIVE[(match.group("short") or match.group("shortsym")).lower()]
     return _fit_case(expansion, text, match.start(), match.end())
 
 

@@ -192,6 +192,8 @@ def test_abbreviation_table_is_large_and_consistent():
         ("ETT and NG tube in place; LLL collapse.", "Endotracheal tube and nasogastric tube in place; left lower lobe collapse."),
         ("SMALL L EFFUSION, NO PTX.", "SMALL LEFT EFFUSION, NO PNEUMOTHORAX."),
         ("IV contrast given.", "Intravenous contrast given."),
+        ("Opacity approx. 2 cm, c/f atelectasis vs. PNA; pt. is intubated.",
+         "Opacity approximately 2 cm, concerning for atelectasis versus pneumonia; patient is intubated."),
     ],
 )
 def test_expansions_in_context(text, expected):
