@@ -1,5 +1,6 @@
 import json
 import random
+import re
 import warnings
 
 import datasets
@@ -150,13 +151,17 @@ def test_normalising_in_worker_processes_gives_the_same_tokenizer(corpus, bert_t
         train_clinical_tokenizer(corpus[:5] + [""] + corpus[5:], vocab_size=400, num_proc=2)
 
 
-@pytest.mark.parametrize("bad, message", [("", "text at index 2 is empty"), (None, "text at index 2 is not a string")])
-def test_bad_text_names_its_index(corpus, bad, message):
+@pytest.mark.parametrize("bad, problem", [("", "is empty"), (None, "is not a string (NoneType)")])
+def test_bad_text_names_its_index(corpus, bad, problem):
     texts = corpus[:2] + [bad] + corpus[2:20]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(f"text at index 2 {problem}")):
         train_clinical_tokenizer(texts, vocab_size=300)
-    with pytest.warns(UserWarning, match="skipped 1 invalid texts of 21"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         tok = train_clinical_tokenizer(texts, vocab_size=300, skip_invalid=True)
+    messages = [str(w.message) for w in caught]
+    assert f"skipping text at index 2: it {problem}" in messages
+    assert "skipped 1 invalid texts of 21" in messages
     assert len(tok) <= 300
 
 
