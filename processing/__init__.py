@@ -10,7 +10,7 @@ import importlib
 _LAZY_NAMES = {
     ".image_processing_medvl": ["MedVLImageProcessor"],
     ".processing_medvl": ["MedVLProcessor"],
-    ".clinical_text_medvl": ["ClinicalTextNormalizer"],
+    ".clinical_text_medvl": ["ClinicalTextNormalizer", "extract_sections", "swap_laterality", "DEID_TOKEN"],
     ".tokenizer_training": ["train_clinical_tokenizer"],
     ".augmentation": ["JointAugmentation"],
     ".readers": [
