@@ -189,6 +189,7 @@ class MedVLPreTrainedModel(PreTrainedModel):
         for module in self.modules():
             if isinstance(module, MedVLVisionTower):
                 module.gradient_checkpointing = enable
+                module.set_grad_checkpointing(enable)  # timm checkpoints its own blocks (in training mode)
 
 
 class MedVLModel(MedVLPreTrainedModel):
