@@ -2,9 +2,10 @@
 to normalised `pixel_values` (B, 3, H, W) float32.
 
 Pipeline per image (torch, batched where shapes agree):
-  read/convert to float32 on the 0-255 scale, 1 or 3 channels, no early 8-bit quantisation
+  read/convert to the 0-255 scale, 1 or 3 channels: 8-bit sources as uint8, deeper ones (16-bit
+  PNG, DICOM) as float32, never quantised to 8 bits
   -> resize to `size` by `resize_mode` ("squash": stretch to size; "pad": keep the aspect ratio,
-     fit inside size)
+     fit inside size); 8-bit sources are resampled in uint8, as CLIP's processor does, then float32
   -> optional local contrast normalisation (CLAHE, see `local_contrast_medvl.py`), at the resized
      resolution so its tile grid means the same for every source size
   -> "pad" mode: centre on a black canvas of `size`
@@ -115,7 +116,7 @@ class MedVLImageProcessor(TorchvisionBackend):
             try:
                 if isinstance(item, _PATH_TYPES):
                     item = read_medical_image(item)
-                tensor = _to_float_chw(item, input_data_format)
+                tensor = _to_chw(item, input_data_format)
             except MedicalImageError as error:
                 raise MedicalImageError(f"at index {index} ({error.source_name})", error.reason) from error
             except (TypeError, ValueError) as error:
@@ -146,30 +147,47 @@ class MedVLImageProcessor(TorchvisionBackend):
         **kwargs,
     ):
         _check_options(resize_mode, local_contrast_tile_grid, local_contrast_clip_limit)
-        grouped, grouped_index = group_images_by_shape(images, disable_grouping=disable_grouping)
-        processed = {}
-        for shape, stacked in grouped.items():
-            canvas = None
-            if do_resize:
-                target = (size.height, size.width)
-                if resize_mode == "pad":
-                    canvas, target = target, _fit_inside(stacked.shape[-2:], target)
-                stacked = self.resize(stacked, SizeDict(height=target[0], width=target[1]), resample=resample)
-                stacked = stacked.clamp_(0.0, 255.0)  # bicubic overshoot would escape the source range
-            if do_local_contrast:
-                stacked = local_contrast_normalize(stacked, local_contrast_tile_grid, local_contrast_clip_limit)
-            if canvas is not None:
-                stacked = _pad_to_centre(stacked, canvas)
-            if do_convert_rgb:
-                stacked = _to_three_channels(stacked)
-            stacked = self.rescale_and_normalize(
-                stacked, do_rescale, rescale_factor, do_normalize, image_mean, image_std
-            )
-            processed[shape] = stacked.to(torch.float32)
-        processed_images = reorder_images(processed, grouped_index)
+        options = dict(
+            do_resize=do_resize, size=size, resample=resample, resize_mode=resize_mode,
+            do_local_contrast=do_local_contrast, local_contrast_tile_grid=local_contrast_tile_grid,
+            local_contrast_clip_limit=local_contrast_clip_limit, do_convert_rgb=do_convert_rgb,
+            do_rescale=do_rescale, rescale_factor=rescale_factor, do_normalize=do_normalize,
+            image_mean=image_mean, image_std=image_std,
+        )  # fmt: skip
+        processed_images = [None] * len(images)
+        # uint8 (8-bit sources) and float images are stacked apart: grouping goes by shape only.
+        for dtype in {image.dtype for image in images}:
+            indices = [index for index, image in enumerate(images) if image.dtype == dtype]
+            grouped, grouped_index = group_images_by_shape([images[i] for i in indices], disable_grouping=disable_grouping)
+            processed = {shape: self._process_stack(stacked, **options) for shape, stacked in grouped.items()}
+            for index, image in zip(indices, reorder_images(processed, grouped_index)):
+                processed_images[index] = image
         if return_tensors and len({tuple(image.shape) for image in processed_images}) == 1:
             processed_images = torch.stack(processed_images)
         return BatchFeature(data={"pixel_values": processed_images}, tensor_type=return_tensors)
+
+
+    def _process_stack(
+        self, stacked, do_resize, size, resample, resize_mode, do_local_contrast, local_contrast_tile_grid,
+        local_contrast_clip_limit, do_convert_rgb, do_rescale, rescale_factor, do_normalize, image_mean, image_std,
+    ):  # fmt: skip
+        """Resize, CLAHE, pad, 3 channels, rescale + normalise one stack (N, C, H, W) of equal images."""
+        canvas = None
+        if do_resize:
+            target = (size.height, size.width)
+            if resize_mode == "pad":
+                canvas, target = target, _fit_inside(stacked.shape[-2:], target)
+            stacked = self.resize(stacked, SizeDict(height=target[0], width=target[1]), resample=resample)
+        # float32 from here on; bicubic overshoot on float sources would escape the source range.
+        stacked = stacked.to(torch.float32).clamp_(0.0, 255.0)
+        if do_local_contrast:
+            stacked = local_contrast_normalize(stacked, local_contrast_tile_grid, local_contrast_clip_limit)
+        if canvas is not None:
+            stacked = _pad_to_centre(stacked, canvas)
+        if do_convert_rgb:
+            stacked = _to_three_channels(stacked)
+        stacked = self.rescale_and_normalize(stacked, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+        return stacked.to(torch.float32)
 
 
 def _check_options(resize_mode, tile_grid, clip_limit):
@@ -192,8 +210,9 @@ def _flatten_images(images):
     return flat
 
 
-def _to_float_chw(image, input_data_format=None):
-    """Any supported image to a float32 (C, H, W) tensor on the 0-255 scale, C in {1, 2, 3, 4}."""
+def _to_chw(image, input_data_format=None):
+    """Any supported image to a (C, H, W) tensor on the 0-255 scale, C in {1, 2, 3, 4}: uint8 for
+    8-bit sources, float32 otherwise."""
     if isinstance(image, Image.Image):
         image = _to_supported_mode(image, "<PIL image>")
         array = np.asarray(image)
@@ -206,7 +225,7 @@ def _to_float_chw(image, input_data_format=None):
             f"unsupported image type {type(image).__name__}: expected a PIL image, numpy array, torch tensor, "
             "file path or bytes"
         )
-    tensor = _to_float_tensor(array)
+    tensor = _to_working_tensor(array)
     if tensor.ndim == 4 and tensor.shape[0] == 1:
         tensor = tensor[0]
     if tensor.ndim == 2:
@@ -222,16 +241,22 @@ def _to_float_chw(image, input_data_format=None):
     return tensor.contiguous()
 
 
-def _to_float_tensor(array):
+def _to_working_tensor(array):
+    """uint8 stays uint8 (8-bit sources are resampled in 8 bits, as CLIP's processor does, at a third
+    of the float cost); every other dtype becomes float32 on the 0-255 scale."""
     if isinstance(array, np.ndarray):
+        if array.dtype == np.uint8:
+            return torch.from_numpy(np.array(array))  # a copy: later steps never touch the caller's data
         if array.dtype == np.uint16:
             return torch.from_numpy(array.astype(np.float32) * np.float32(_SIXTEEN_BIT_TO_EIGHT))
         if array.dtype == np.bool_:
             return torch.from_numpy(array.astype(np.float32) * np.float32(255.0))
         if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
             raise TypeError(f"unsupported array dtype {array.dtype}")
-        tensor = torch.from_numpy(array.astype(np.float32))  # a copy: later steps never touch the caller's data
+        tensor = torch.from_numpy(array.astype(np.float32))
     else:
+        if array.dtype == torch.uint8:
+            return array.clone()
         if array.dtype == torch.uint16:
             return array.to(torch.float32) * _SIXTEEN_BIT_TO_EIGHT
         if array.dtype == torch.bool:
