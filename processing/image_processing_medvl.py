@@ -100,11 +100,8 @@ class MedVLImageProcessor(TorchvisionBackend):
         _check_options(self.resize_mode, self.local_contrast_tile_grid, self.local_contrast_clip_limit)
 
     def fetch_images(self, image_url_or_urls):
-        """Read file paths and bytes (DICOM included) into PIL images; pass everything else through."""
-        if isinstance(image_url_or_urls, (list, tuple)):
-            return [self.fetch_images(item) for item in image_url_or_urls]
-        if isinstance(image_url_or_urls, _PATH_TYPES):
-            return read_medical_image(image_url_or_urls)
+        """Inputs pass through unchanged: paths and bytes (DICOM included) are read one by one while
+        preparing, so that a file that cannot be read is reported with its index in the batch."""
         return image_url_or_urls
 
     def _prepare_image_like_inputs(

@@ -149,6 +149,7 @@ def pydicom_shipped_files():
     return sorted(os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about its deliberately malformed files
 def test_every_pydicom_test_file_gives_pixel_values_or_a_named_error():
     """Every file pydicom ships locally (nothing downloaded): right shape or MedicalImageError naming it."""
     processor = MedVLImageProcessor(size=16)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from dicom_fixtures import write_dicom
 from processing.clinical_text_medvl import ClinicalTextNormalizer
+from processing.image_io_medvl import MedicalImageError
 from processing.image_processing_medvl import MedVLImageProcessor
 from processing.processing_medvl import MedVLProcessor
 from processing.tokenizer_training import train_clinical_tokenizer
@@ -81,7 +82,7 @@ def test_single_modalities(processor):
         processor()
 
 
-def test_mismatched_counts_and_bad_text_name_the_item(processor):
+def test_mismatched_counts_bad_text_and_bad_files_name_the_item(processor, tmp_path):
     with pytest.raises(ValueError, match=r"got 2 image\(s\) and 3 text\(s\)"):
         processor(images=[grey(), grey(1)], text=REPORTS[:3])
     with pytest.raises(ValueError, match=r"text at index 1 is empty"):
@@ -92,6 +93,9 @@ def test_mismatched_counts_and_bad_text_name_the_item(processor):
         processor(text=[])
     with pytest.raises(ValueError, match="videos or audio"):
         processor(text="Clear.", videos=[np.zeros((2, 3, 4, 4))])
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(MedicalImageError, match=r"index 1 .*cut\.png"):
+        processor(images=[grey(), str(tmp_path / "cut.png")], text=REPORTS[:2])
     with pytest.raises(ValueError, match="needs a tokenizer"):
         MedVLProcessor()
 
