@@ -63,7 +63,7 @@ def large_batch_reference(fixture_dir):
     outputs = model(**batch, return_loss=True)
     outputs.loss.backward()
     terms = {name: float(value.detach()) for name, value in outputs.loss_terms.items()}
-    return float(outputs.loss), terms, gradients(model)
+    return float(outputs.loss.detach()), terms, gradients(model)
 
 
 def accumulated(fixture_dir, micro_batch_size):
@@ -91,6 +91,11 @@ def assert_same_step(loss, terms, grads, reference):
 
 def test_four_micro_batches_equal_one_large_batch(fixture_dir):
     losses, grads = accumulated(fixture_dir, GLOBAL_BATCH // 4)
+    assert_same_step(losses.loss, losses.terms, grads, large_batch_reference(fixture_dir))
+
+
+def test_single_micro_batch_path_equals_the_model_loss(fixture_dir):
+    losses, grads = accumulated(fixture_dir, GLOBAL_BATCH)
     assert_same_step(losses.loss, losses.terms, grads, large_batch_reference(fixture_dir))
 
 

@@ -21,6 +21,9 @@ the last micro-batch (the naive scheme adds it once per micro-batch, K times too
 average makes it dL/d(logit_scale). Gradients are synced only in the last micro-batch's backward
 (`no_sync` before it).
 
+With one micro-batch per rank there is nothing to cache: the model's own distributed ITC is already
+the global-batch loss, and the step is a single forward-backward.
+
 Per-micro-batch terms are weighted to equal their large-batch value: MLM by the micro-batch's
 share of all masked tokens of the global batch (the model's MLM loss is a token mean), ITM by
 1 / (micro-batches x ranks) (a mean over equal-sized micro-batches); both x P against DDP's
@@ -115,14 +118,57 @@ class ExactAccumulationStep:
             grad_images, grad_texts, grad_scale = torch.autograd.grad(local_loss, (images, texts, scale))
         return self._all_mean(float(local_loss.detach())), grad_images, grad_texts, grad_scale
 
+    def _term_shares(self, micro_batches):
+        """Each micro-batch's weight in the large-batch value of MLM (token share) and ITM (equal)."""
+        masked_counts = [_masked_token_count(batch) for batch in micro_batches]
+        total_masked = self._all_sum(float(sum(masked_counts)))
+        micro_batches_total = len(micro_batches) * self.accelerator.num_processes
+        return [
+            {name: (count / total_masked if total_masked else 0.0) if name == "mlm" else 1.0 / micro_batches_total
+             for name in self.micro_batch_terms}
+            for count in masked_counts
+        ]
+
+    def _add_micro_batch_terms(self, surrogate, outputs, shares, term_sums):
+        for name in self.micro_batch_terms:
+            value = (outputs.loss_terms or {}).get(name)
+            if value is None:  # e.g. ITM when every report of the micro-batch is identical
+                continue
+            value = value.float()
+            term_sums[name] += shares[name] * float(value.detach())
+            if shares[name]:
+                surrogate = surrogate + self.loss_weights[name] * self.accelerator.num_processes * shares[name] * value
+        return surrogate
+
+    def _finish(self, itc, term_sums, logit_scale):
+        terms = {"itc": itc} if itc is not None else {}
+        terms.update({name: self._all_sum(value) for name, value in term_sums.items()})
+        loss = sum(self.loss_weights[name] * value for name, value in terms.items())
+        return StepLosses(loss=float(loss), terms=terms, logit_scale=float(logit_scale))
+
+    def _single_pass(self, model, micro_batch) -> StepLosses:
+        """One micro-batch per rank: the model's own distributed ITC is already exact, no cache needed."""
+        with self.accelerator.autocast():
+            outputs = model(**micro_batch, return_loss=True, loss_terms=("itc",) + self.micro_batch_terms)
+        local_itc = outputs.loss_terms["itc"].float()
+        itc = self._all_mean(float(local_itc.detach()))
+        if not math.isfinite(itc):  # identical on every rank: all skip the backward together
+            return StepLosses(loss=float("nan"), terms={"itc": itc}, logit_scale=float(outputs.logit_scale))
+        term_sums = {name: 0.0 for name in self.micro_batch_terms}
+        surrogate = self.loss_weights["itc"] * local_itc
+        surrogate = self._add_micro_batch_terms(surrogate, outputs, self._term_shares([micro_batch])[0], term_sums)
+        self.accelerator.backward(surrogate)
+        return self._finish(itc, term_sums, outputs.logit_scale.detach())
+
     def __call__(self, model, micro_batches: list) -> StepLosses:
         accelerator = self.accelerator
-        processes = accelerator.num_processes
-        sizes = [int(batch["pixel_values"].shape[0]) for batch in micro_batches]
         use_itc = "itc" in self.loss_weights
+        if use_itc and len(micro_batches) == 1:
+            return self._single_pass(model, micro_batches[0])
+        sizes = [int(batch["pixel_values"].shape[0]) for batch in micro_batches]
 
         # Pass 1: embeddings of every micro-batch, no graph kept.
-        rng_states, image_cache, text_cache, logit_scale = [], [], [], None
+        rng_states, image_cache, text_cache, logit_scale, itc = [], [], [], None, None
         if use_itc:
             with torch.no_grad():
                 for micro_batch in micro_batches:
@@ -140,10 +186,7 @@ class ExactAccumulationStep:
             grad_images, grad_texts = _split_rows(grad_images, sizes), _split_rows(grad_texts, sizes)
         else:
             rng_states = [None] * len(micro_batches)
-
-        masked_counts = [_masked_token_count(batch) for batch in micro_batches]
-        total_masked = self._all_sum(float(sum(masked_counts)))
-        micro_batches_total = len(micro_batches) * processes
+        shares = self._term_shares(micro_batches)
         term_sums = {name: 0.0 for name in self.micro_batch_terms}
         replay_error = 0.0
 
@@ -170,15 +213,7 @@ class ExactAccumulationStep:
                     )
                     if last:
                         surrogate = surrogate + weight * grad_scale * outputs.logit_scale.float()
-                for name in self.micro_batch_terms:
-                    value = outputs.loss_terms[name].float()
-                    if name == "mlm":
-                        share = masked_counts[index] / total_masked if total_masked else 0.0
-                    else:
-                        share = 1.0 / micro_batches_total
-                    term_sums[name] += share * float(value.detach())
-                    if share:
-                        surrogate = surrogate + self.loss_weights[name] * processes * share * value
+                surrogate = self._add_micro_batch_terms(surrogate, outputs, shares[index], term_sums)
                 accelerator.backward(surrogate)
 
         if replay_error > self.replay_tolerance:
@@ -187,11 +222,8 @@ class ExactAccumulationStep:
                 f"(> {self.replay_tolerance:g}): the model's forward is not reproducible from the saved RNG "
                 "state (randomness outside torch's RNG, or non-deterministic kernels)"
             )
-        terms = {"itc": float(itc)} if use_itc else {}
-        terms.update({name: self._all_sum(value) for name, value in term_sums.items()})
-        loss = sum(self.loss_weights[name] * value for name, value in terms.items())
-        scale = float(logit_scale) if logit_scale is not None else float(outputs.logit_scale.detach())
-        return StepLosses(loss=float(loss), terms=terms, logit_scale=scale)
+        scale = logit_scale if logit_scale is not None else outputs.logit_scale.detach()
+        return self._finish(itc, term_sums, scale)
 
 
 __all__ = ["ExactAccumulationStep", "StepLosses"]
