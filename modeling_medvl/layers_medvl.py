@@ -224,13 +224,16 @@ class MedVLTextEncoder(nn.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the text tower.")
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, past_length)
-        batch, length = hidden_states.shape[:2]
+        batch, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         if attention_mask is not None and attention_mask.shape != (batch, past_length + length):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(batch, past_length + length)} "
                 "to match input_ids (plus cached tokens)."
             )
+        if position_ids is None and attention_mask is not None:
+            # Count real tokens only, so left-padded prompts (batched generation) get the positions they have alone.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_length:]
+        hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, past_length)
         mask = additive_attention_mask(
             attention_mask, length, past_length + length, self.is_causal, hidden_states.dtype, hidden_states.device,
             past_length,
@@ -259,8 +262,9 @@ def pool_text_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor |
     if attention_mask is None:
         return hidden_states[:, -1]
     # Index of the last 1 in each row (works for right padding; left padding ends at the last column anyway).
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    last = (positions * attention_mask[:, -hidden_states.shape[1] :].to(positions.dtype)).argmax(dim=1)
+    length = hidden_states.shape[1]  # with a cache, only the newest positions are here
+    positions = torch.arange(length, device=attention_mask.device)
+    last = (positions * attention_mask[:, -length:].to(positions.dtype)).argmax(dim=1)
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
 
 

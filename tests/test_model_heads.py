@@ -121,3 +121,17 @@ def test_generate_without_a_prompt_starts_from_the_start_token():
     generated = model.generate(pixel_values=torch.randn(3, 3, 64, 64), max_new_tokens=4, do_sample=False)
     assert generated.shape[0] == 3
     assert (generated[:, 0] == model.config.text_config.bos_token_id).all()
+
+
+def test_batched_generation_with_left_padded_prompts_matches_one_by_one():
+    model = MedVLForConditionalGeneration(tiny()).eval()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    prompts = [torch.tensor([[1, 40, 41, 42]]), torch.tensor([[1, 50]])]
+    batch_ids = torch.tensor([[1, 40, 41, 42], [0, 0, 1, 50]])
+    batch_mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    batched = model.generate(pixel_values=pixel_values, input_ids=batch_ids, attention_mask=batch_mask,
+                             max_new_tokens=4, do_sample=False)
+    for row, prompt in enumerate(prompts):
+        alone = model.generate(pixel_values=pixel_values[row : row + 1], input_ids=prompt, max_new_tokens=4,
+                               do_sample=False)
+        assert torch.equal(batched[row, -4:], alone[0, -4:])
