@@ -187,7 +187,8 @@ def main():
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("images_per_second_per_core", "ratio_medvl_to_clip", "processor")}, indent=2))
+    summary = ("images_per_second_per_core", "ratio_medvl_to_clip", "processor")
+    print(json.dumps({key: result[key] for key in summary}, indent=2))
     print(f"wrote {args.out}")
 
 

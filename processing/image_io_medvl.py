@@ -215,7 +215,8 @@ def _apply_palette(frame, dataset, name):
     try:
         return apply_color_lut(frame, dataset)
     except Exception as error:
-        raise MedicalImageError(name, f"invalid palette colour lookup table ({type(error).__name__}: {error})") from error
+        reason = f"invalid palette colour lookup table ({type(error).__name__}: {error})"
+        raise MedicalImageError(name, reason) from error
 
 
 def _grey_dicom_to_unit_range(frame, dataset, name):

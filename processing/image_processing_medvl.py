@@ -141,11 +141,18 @@ class MedVLImageProcessor(TorchvisionBackend):
         do_local_contrast=False,
         local_contrast_tile_grid=8,
         local_contrast_clip_limit=2.0,
+        do_center_crop=False,
+        crop_size=None,
+        do_pad=False,
+        data_format=ChannelDimension.FIRST,
         **kwargs,
     ):
         _check_options(resize_mode, local_contrast_tile_grid, local_contrast_clip_limit)
+        if do_pad:
+            raise ValueError("do_pad is not supported: use resize_mode='pad' (aspect-preserving fit inside `size`)")
         options = dict(
             do_resize=do_resize, size=size, resample=resample, resize_mode=resize_mode,
+            do_center_crop=do_center_crop, crop_size=crop_size,
             do_local_contrast=do_local_contrast, local_contrast_tile_grid=local_contrast_tile_grid,
             local_contrast_clip_limit=local_contrast_clip_limit, do_convert_rgb=do_convert_rgb,
             do_rescale=do_rescale, rescale_factor=rescale_factor, do_normalize=do_normalize,
@@ -155,20 +162,23 @@ class MedVLImageProcessor(TorchvisionBackend):
         # uint8 (8-bit sources) and float images are stacked apart: grouping goes by shape only.
         for dtype in {image.dtype for image in images}:
             indices = [index for index, image in enumerate(images) if image.dtype == dtype]
-            grouped, grouped_index = group_images_by_shape([images[i] for i in indices], disable_grouping=disable_grouping)
+            subset = [images[i] for i in indices]
+            grouped, grouped_index = group_images_by_shape(subset, disable_grouping=disable_grouping)
             processed = {shape: self._process_stack(stacked, **options) for shape, stacked in grouped.items()}
             for index, image in zip(indices, reorder_images(processed, grouped_index)):
                 processed_images[index] = image
+        if data_format is not None and ChannelDimension(data_format) == ChannelDimension.LAST:
+            processed_images = [image.permute(1, 2, 0) for image in processed_images]
         if return_tensors and len({tuple(image.shape) for image in processed_images}) == 1:
             processed_images = torch.stack(processed_images)
         return BatchFeature(data={"pixel_values": processed_images}, tensor_type=return_tensors)
 
-
     def _process_stack(
-        self, stacked, do_resize, size, resample, resize_mode, do_local_contrast, local_contrast_tile_grid,
-        local_contrast_clip_limit, do_convert_rgb, do_rescale, rescale_factor, do_normalize, image_mean, image_std,
+        self, stacked, do_resize, size, resample, resize_mode, do_center_crop, crop_size, do_local_contrast,
+        local_contrast_tile_grid, local_contrast_clip_limit, do_convert_rgb, do_rescale, rescale_factor, do_normalize,
+        image_mean, image_std,
     ):  # fmt: skip
-        """Resize, CLAHE, pad, 3 channels, rescale + normalise one stack (N, C, H, W) of equal images."""
+        """Resize, CLAHE, pad, crop, 3 channels, rescale + normalise a stack (N, C, H, W) of equal images."""
         canvas = None
         if do_resize:
             target = (size.height, size.width)
@@ -181,6 +191,8 @@ class MedVLImageProcessor(TorchvisionBackend):
             stacked = local_contrast_normalize(stacked, local_contrast_tile_grid, local_contrast_clip_limit)
         if canvas is not None:
             stacked = _pad_to_centre(stacked, canvas)
+        if do_center_crop:
+            stacked = self.center_crop(stacked, crop_size)
         if do_convert_rgb:
             stacked = _to_three_channels(stacked)
         stacked = self.rescale_and_normalize(stacked, do_rescale, rescale_factor, do_normalize, image_mean, image_std)

@@ -85,10 +85,9 @@ def local_contrast_normalize(images, tile_grid=(8, 8), clip_limit=2.0, num_bins=
         index = pixel_base + (tile_rows[:, None] * cols + tile_cols[None, :]) * num_bins
         return torch.addcmul(flat_mappings.take(index), flat_slopes.take(index), bin_fraction)
 
-    top = torch.lerp(mapped_through(row_first, col_first), mapped_through(row_first, col_second), col_weight[None, None, :])
-    bottom = torch.lerp(
-        mapped_through(row_second, col_first), mapped_through(row_second, col_second), col_weight[None, None, :]
-    )
+    column_weight = col_weight[None, None, :]
+    top = torch.lerp(mapped_through(row_first, col_first), mapped_through(row_first, col_second), column_weight)
+    bottom = torch.lerp(mapped_through(row_second, col_first), mapped_through(row_second, col_second), column_weight)
     blended = torch.lerp(top, bottom, row_weight[None, :, None])
     return blended.clamp_(0.0, _FULL_SCALE).reshape(batch, channels, height, width)
 

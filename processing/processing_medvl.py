@@ -118,7 +118,9 @@ def _build_normalizer(normalizer):
         return normalizer
     if isinstance(normalizer, dict):
         return ClinicalTextNormalizer(**normalizer)
-    raise TypeError(f"normalizer must be a ClinicalTextNormalizer, a dict of its settings or None, got {type(normalizer)}")
+    raise TypeError(
+        f"normalizer must be a ClinicalTextNormalizer, a dict of its settings or None, got {type(normalizer).__name__}"
+    )
 
 
 MedVLProcessor.register_for_auto_class("AutoProcessor")

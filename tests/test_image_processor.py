@@ -68,10 +68,21 @@ def test_grey_becomes_three_identical_channels_and_normalisation_is_exact():
 
 
 def test_custom_mean_std_and_no_rescale():
-    out = pixel_values(MedVLImageProcessor(size=4, image_mean=[0.5] * 3, image_std=[0.25] * 3), np.full((4, 4), 255, np.uint8))
+    custom = MedVLImageProcessor(size=4, image_mean=[0.5] * 3, image_std=[0.25] * 3)
+    out = pixel_values(custom, np.full((4, 4), 255, np.uint8))
     torch.testing.assert_close(out, torch.full((1, 3, 4, 4), 2.0))
-    raw = MedVLImageProcessor(size=4, do_rescale=False, do_normalize=False)(np.full((4, 4), 200, np.uint8), return_tensors="pt")
-    torch.testing.assert_close(raw["pixel_values"], torch.full((1, 3, 4, 4), 200.0))
+    unscaled = MedVLImageProcessor(size=4, do_rescale=False, do_normalize=False)
+    raw = pixel_values(unscaled, np.full((4, 4), 200, np.uint8))
+    torch.testing.assert_close(raw, torch.full((1, 3, 4, 4), 200.0))
+
+
+def test_centre_crop_and_channels_last():
+    processor = MedVLImageProcessor(size=32, do_center_crop=True, crop_size={"height": 16, "width": 24})
+    assert pixel_values(processor, grey_image()).shape == (1, 3, 16, 24)
+    last = MedVLImageProcessor(size=8)(grey_image(), data_format="channels_last", return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(last.permute(0, 3, 1, 2), pixel_values(MedVLImageProcessor(size=8), grey_image()))
+    with pytest.raises(ValueError, match="resize_mode='pad'"):
+        MedVLImageProcessor(size=8)(grey_image(), do_pad=True)
 
 
 def test_pad_mode_keeps_aspect_ratio_with_black_bands():
@@ -106,7 +117,9 @@ def test_clahe_in_processor_and_invalid_settings():
     image = (100 + 20 * np.random.default_rng(1).random((48, 48))).astype(np.float32)
     plain = pixel_values(MedVLImageProcessor(size=32), image)
     equalised = pixel_values(
-        MedVLImageProcessor(size=32, do_local_contrast=True, local_contrast_tile_grid=[2, 4], local_contrast_clip_limit=8.0),
+        MedVLImageProcessor(
+            size=32, do_local_contrast=True, local_contrast_tile_grid=[2, 4], local_contrast_clip_limit=8.0
+        ),
         image,
     )
     assert equalised.std() > 2 * plain.std()
