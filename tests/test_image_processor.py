@@ -177,3 +177,15 @@ def test_every_pydicom_test_file_gives_pixel_values_or_a_named_error():
         assert out.shape == (1, 3, 16, 16) and torch.isfinite(out).all(), path
         processed += 1
     assert processed >= 60 and refused >= 20, (processed, refused)
+
+
+def test_saved_image_processor_reloads_as_remote_code(tmp_path):
+    from transformers import AutoImageProcessor
+
+    processor = MedVLImageProcessor(size=20, resize_mode="pad", do_local_contrast=True, local_contrast_clip_limit=3.0)
+    processor.save_pretrained(tmp_path)
+    assert {"image_processing_medvl.py", "image_io_medvl.py", "local_contrast_medvl.py"} <= set(os.listdir(tmp_path))
+    reloaded = AutoImageProcessor.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(reloaded).__module__.startswith("transformers_modules")
+    image = grey_image(30, 50)
+    torch.testing.assert_close(pixel_values(reloaded, image), pixel_values(processor, image), rtol=0, atol=0)
