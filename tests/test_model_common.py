@@ -68,6 +68,7 @@ class MedVLForPreTrainingTest(MedVLCommonTests, unittest.TestCase):
         without_gradient = [name for name, parameter in model.named_parameters() if parameter.grad is None]
         self.assertEqual(without_gradient, [])
 
+
 class MedVLConfigTest(unittest.TestCase):
     def setUp(self):
         self.model_tester = MedVLModelTester(self)

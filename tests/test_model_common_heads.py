@@ -16,20 +16,13 @@ class MedVLForImageClassificationTest(MedVLCommonTests, unittest.TestCase):
     # own TimmWrapper tests declare).
     has_attentions = False
     _is_composite = False
+    test_resize_embeddings = False  # image only: no token embeddings to resize
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = {"pixel_values": inputs_dict["pixel_values"]}
         if return_labels:
             inputs_dict["labels"] = torch.arange(self.model_tester.batch_size) % self.model_tester.num_labels
         return inputs_dict
-
-    @unittest.skip(reason="Image-only head: it has no token embeddings to resize.")
-    def test_resize_tokens_embeddings(self):
-        pass
-
-    @unittest.skip(reason="Image-only head: it has no token embeddings to resize.")
-    def test_resize_embeddings_untied(self):
-        pass
 
     @unittest.skip(reason="Image-only head: the mixin expects an nn.Embedding of tokens, which it does not have.")
     def test_model_get_set_embeddings(self):
