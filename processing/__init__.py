@@ -8,6 +8,7 @@ until a name that needs them is used).
 import importlib
 
 _LAZY_NAMES = {
+    ".image_io_medvl": ["read_medical_image", "MedicalImageError"],
     ".image_processing_medvl": ["MedVLImageProcessor"],
     ".processing_medvl": ["MedVLProcessor"],
     ".clinical_text_medvl": ["ClinicalTextNormalizer", "extract_sections", "swap_laterality", "DEID_TOKEN"],
