@@ -11,16 +11,9 @@ import textwrap
 from processing.chexpert import CHEXPERT_LABELS
 
 from .anatomy import LOBE_NAMES
+from .findings import FINDING_KINDS
 
-PATHOLOGY_KINDS = (
-    "cardiomegaly",
-    "pleural_effusion",
-    "pneumothorax",
-    "consolidation",
-    "nodule",
-    "atelectasis",
-    "edema",
-)
+PATHOLOGY_KINDS = tuple(kind for kind in FINDING_KINDS if kind != "support_device")
 
 INDICATIONS = (
     "___ with shortness of breath.",
