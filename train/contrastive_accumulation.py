@@ -153,7 +153,7 @@ class ExactAccumulationStep:
         local_itc = outputs.loss_terms["itc"].float()
         itc = self._all_mean(float(local_itc.detach()))
         if not math.isfinite(itc):  # identical on every rank: all skip the backward together
-            return StepLosses(loss=float("nan"), terms={"itc": itc}, logit_scale=float(outputs.logit_scale))
+            return StepLosses(loss=float("nan"), terms={"itc": itc}, logit_scale=float(outputs.logit_scale.detach()))
         term_sums = {name: 0.0 for name in self.micro_batch_terms}
         surrogate = self.loss_weights["itc"] * local_itc
         surrogate = self._add_micro_batch_terms(surrogate, outputs, self._term_shares([micro_batch])[0], term_sums)

@@ -29,9 +29,27 @@ def parse_model_overrides(items) -> dict:
     return overrides
 
 
-def preset_config(model_args) -> MedVLConfig:
+def _match_field_types(overrides: dict, config) -> dict:
+    """YAML reads `0` as an int; the strict config wants a float where its field is one."""
+    matched = {}
+    for key, value in overrides.items():
+        current = getattr(config, key, None)
+        if isinstance(value, dict) and current is not None and not isinstance(current, dict):
+            value = _match_field_types(value, current)
+        elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        matched[key] = value
+    return matched
+
+
+def preset_overrides(model_args) -> dict:
+    """`--model_overrides` as a nested dict typed like the preset's fields."""
     overrides = parse_model_overrides(model_args.model_overrides)
-    return MedVLConfig.from_preset(model_args.model_preset, **overrides)
+    return _match_field_types(overrides, MedVLConfig.from_preset(model_args.model_preset))
+
+
+def preset_config(model_args) -> MedVLConfig:
+    return MedVLConfig.from_preset(model_args.model_preset, **preset_overrides(model_args))
 
 
 def prepare_tokenizer(data_args, text_config, train_data, output_dir, accelerator):
@@ -78,7 +96,7 @@ def build_model(model_args, tokenizer) -> MedVLForPreTraining:
                 f"the tokenizer's {len(tokenizer)}"
             )
     else:
-        overrides = parse_model_overrides(model_args.model_overrides)
+        overrides = preset_overrides(model_args)
         text_overrides = dict(overrides.pop("text_config", {}))
         text_overrides.update(token_ids(tokenizer))
         config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides)
