@@ -2,6 +2,8 @@
 pydicom's own test files, and errors that name the item."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -180,12 +182,24 @@ def test_every_pydicom_test_file_gives_pixel_values_or_a_named_error():
 
 
 def test_saved_image_processor_reloads_as_remote_code(tmp_path):
-    from transformers import AutoImageProcessor
-
+    """Reloaded in a fresh isolated process (no repo on sys.path, offline), so the class can only
+    come from the saved folder, whatever this worker registered with the Auto classes before."""
     processor = MedVLImageProcessor(size=20, resize_mode="pad", do_local_contrast=True, local_contrast_clip_limit=3.0)
-    processor.save_pretrained(tmp_path)
-    assert {"image_processing_medvl.py", "image_io_medvl.py", "local_contrast_medvl.py"} <= set(os.listdir(tmp_path))
-    reloaded = AutoImageProcessor.from_pretrained(tmp_path, trust_remote_code=True)
-    assert type(reloaded).__module__.startswith("transformers_modules")
+    saved = tmp_path / "saved"
+    processor.save_pretrained(saved)
+    assert {"image_processing_medvl.py", "image_io_medvl.py", "local_contrast_medvl.py"} <= set(os.listdir(saved))
     image = grey_image(30, 50)
-    torch.testing.assert_close(pixel_values(reloaded, image), pixel_values(processor, image), rtol=0, atol=0)
+    np.save(tmp_path / "image.npy", np.asarray(image))
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from transformers import AutoImageProcessor\n"
+        f"reloaded = AutoImageProcessor.from_pretrained({str(saved)!r}, trust_remote_code=True)\n"
+        "assert type(reloaded).__module__.startswith('transformers_modules'), type(reloaded).__module__\n"
+        "assert 'processing' not in sys.modules\n"
+        f"out = reloaded(np.load({str(tmp_path / 'image.npy')!r}), return_tensors='pt')['pixel_values']\n"
+        f"torch.save(out, {str(tmp_path / 'out.pt')!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), pixel_values(processor, image), rtol=0, atol=0)
