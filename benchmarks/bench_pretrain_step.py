@@ -14,7 +14,8 @@ CLIP loss, backward, clip the gradient norm at 1.0, AdamW update. Contenders:
 
 Timed steps alternate between contenders in one process, so background load hits all alike;
 wall time and process CPU time are recorded. Peak memory is measured in a child process per
-contender (peak RSS over two steps minus the RSS once the model, optimizer and batch exist).
+contender: after one warm-up step the peak-RSS mark is reset, and the figure is the peak RSS over
+two more steps minus the RSS before them.
 
     python benchmarks/bench_pretrain_step.py               # tiny preset sizes, batch 64
 """
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -174,19 +174,23 @@ def build(args, name):
     return build_open_clip(args) if name == "open_clip" else build_hf_clip(args)
 
 
-def current_rss_bytes():
+def status_bytes(field):
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory_probe(args, name):
+    """Steady-state step memory: after one warm-up step (one-time allocator, thread-pool and optimizer
+    state growth), reset the peak-RSS mark and take two more steps."""
     model, step = build(args, name)
-    resting = current_rss_bytes()
+    step()
+    resting = status_bytes("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS, to the current RSS
     for _ in range(2):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status_bytes("VmHWM")
     return {"parameters": sum(p.numel() for p in model.parameters()), "resting_rss_mib": resting / 2**20,
             "peak_rss_mib": peak / 2**20, "step_peak_delta_mib": (peak - resting) / 2**20}
 
