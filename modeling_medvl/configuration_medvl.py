@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 
 FUSION_TYPES = ("cross_attention", "merged", "none")
 MAX_TEXT_POSITIONS = 256
+TEXT_POOLINGS = ("mean", "cls", "eos")
 
 
 @strict
@@ -77,8 +78,13 @@ class MedVLTextConfig(PreTrainedConfig):
         max_position_embeddings (`int`, defaults to 256): Length of the position table; longer inputs raise.
         layer_norm_eps (`float`, defaults to 1e-12): LayerNorm epsilon.
         is_causal (`bool`, defaults to `False`):
-            `False`: bidirectional BERT-style encoder pooled at the first ([CLS]) token, usable for MLM.
-            `True`: causal CLIP-style encoder pooled at the last non-padding (end-of-text) token.
+            `False`: bidirectional BERT-style encoder, usable for MLM.
+            `True`: causal CLIP-style encoder.
+        pooling (`str`, *optional*): How the text embedding for ITC is taken from the token states:
+            `"mean"` (over non-padding tokens; the default of a bidirectional tower), `"cls"` (the first token,
+            as BERT), or `"eos"` (the last non-padding token; the default, and the only choice, of a causal tower).
+            A freshly initialised tower pooled at [CLS] gives near-identical embeddings for all reports, which stalls
+            contrastive learning; the mean is informative from the first step.
         pad_token_id (`int`, defaults to 0): Padding token.
         bos_token_id (`int`, *optional*): Start token ([CLS] / <|startoftext|>); also starts generated reports.
         eos_token_id (`int`, *optional*): End token ([SEP] / <|endoftext|>); ends generated reports.
@@ -100,6 +106,7 @@ class MedVLTextConfig(PreTrainedConfig):
     max_position_embeddings: int = MAX_TEXT_POSITIONS
     layer_norm_eps: float = 1e-12
     is_causal: bool = False
+    pooling: str | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 101
     eos_token_id: int | None = 102
@@ -108,10 +115,19 @@ class MedVLTextConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.pooling is None:
+            self.pooling = "eos" if self.is_causal else "mean"
         self.check_fields()
 
     def check_fields(self):
         """Reject impossible text settings at config time (a plain `ValueError`, raised from `__init__`)."""
+        if self.pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_config.pooling must be one of {TEXT_POOLINGS}, got {self.pooling!r}.")
+        if self.is_causal and self.pooling != "eos":
+            raise ValueError(
+                f"text_config.pooling={self.pooling!r} with a causal tower: only the last token ('eos') has seen "
+                "the whole text."
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"text_config.hidden_size ({self.hidden_size}) must be a multiple of "

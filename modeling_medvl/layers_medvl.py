@@ -198,6 +198,7 @@ class MedVLTextEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.is_causal = config.is_causal if is_causal is None else is_causal
+        self.pooling = config.pooling if self.is_causal == config.is_causal else "eos"
         self.embeddings = MedVLTextEmbeddings(config)
         num_layers = config.num_hidden_layers if num_layers is None else num_layers
         self.layers = nn.ModuleList(
@@ -216,7 +217,7 @@ class MedVLTextEncoder(nn.Module):
         output_hidden_states: bool = False,
         token_type_ids: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
-        """`pooler_output` is the state of the first token (bidirectional) or of the last real token (causal).
+        """`pooler_output` pools the token states as `config.pooling` says (the last real token when causal).
         A `past_key_values` cache (decoder generation) receives each layer's new self-attention keys/values."""
         if token_type_ids is not None and bool((token_type_ids != 0).any()):
             # Tokenizers of BERT-style vocabularies emit all-zero segment ids for single texts: those are fine.
@@ -248,23 +249,29 @@ class MedVLTextEncoder(nn.Module):
                 all_attentions += (attn_weights,)
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
-            pooler_output=pool_text_states(hidden_states, attention_mask, self.is_causal),
+            pooler_output=pool_text_states(hidden_states, attention_mask, self.pooling),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
             past_key_values=past_key_values,
         )
 
 
-def pool_text_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
-    """First token ([CLS]) for a bidirectional tower; last real token (end of text) for a causal one."""
-    if not is_causal:
+def pool_text_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """"mean" over real tokens, "cls" (first token) or "eos" (last real token)."""
+    if pooling == "cls":
         return hidden_states[:, 0]
-    if attention_mask is None:
+    length = hidden_states.shape[1]  # with a cache, only the newest positions are here
+    mask = attention_mask[:, -length:] if attention_mask is not None else None
+    if pooling == "mean":
+        if mask is None:
+            return hidden_states.mean(dim=1)
+        weights = mask.to(hidden_states.dtype).unsqueeze(-1)
+        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+    if mask is None:
         return hidden_states[:, -1]
     # Index of the last 1 in each row (works for right padding; left padding ends at the last column anyway).
-    length = hidden_states.shape[1]  # with a cache, only the newest positions are here
-    positions = torch.arange(length, device=attention_mask.device)
-    last = (positions * attention_mask[:, -length:].to(positions.dtype)).argmax(dim=1)
+    positions = torch.arange(length, device=mask.device)
+    last = (positions * mask.to(positions.dtype)).argmax(dim=1)
     return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
 
 

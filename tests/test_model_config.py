@@ -68,6 +68,8 @@ def test_overrides_merge_into_the_preset():
         ({"text_config": {"mask_token_id": 5000}}, "outside the vocabulary"),
         ({"vision_config": {"backbone_kwargs": {"img_size": 32}}}, "backbone_kwargs"),
         ({"vision_config": {"image_size": 0}}, "image_size"),
+        ({"text_config": {"pooling": "max"}}, "pooling must be one of"),
+        ({"text_config": {"is_causal": True, "pooling": "cls"}}, "only the last token"),
     ],
 )
 def test_invalid_combinations_raise_value_error_at_config_time(overrides, message):

@@ -264,3 +264,23 @@ def test_weights_missing_from_a_checkpoint_are_initialised_and_derived_buffers_r
         assert torch.equal(state[name], fresh.state_dict()[name]), name
     pos_std = loaded.vision_model.backbone.layers[0].blocks[0].attn.relative_position_bias_table.std().item()
     assert 0.005 < pos_std < 0.05, "bare timm parameters get the configured initialiser"
+
+
+def test_mean_pooling_ignores_padding_and_separates_texts_from_the_first_step():
+    """A fresh tower pooled at [CLS] maps every text to almost the same embedding (contrastive learning then
+    stalls at ln(batch)); the mean over real tokens tells texts apart from initialisation on."""
+    _, input_ids, attention_mask = make_batch(batch=3, length=12, lengths=(12, 7, 9))
+    padded = input_ids.clone()
+    padded[1, 7:] = 999  # garbage under the mask must not change the embedding
+    spread = {}
+    for pooling in ("mean", "cls"):
+        torch.manual_seed(0)
+        model = MedVLModel(tiny(text_config={"pooling": pooling})).eval()
+        with torch.no_grad():
+            embeds = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            other = model.get_text_features(input_ids=padded, attention_mask=attention_mask).pooler_output
+        torch.testing.assert_close(embeds, other)
+        unit = torch.nn.functional.normalize(embeds, dim=-1)
+        cosine = unit @ unit.t()
+        spread[pooling] = 1 - cosine[~torch.eye(3, dtype=torch.bool)].mean().item()
+    assert spread["mean"] > 5 * spread["cls"], spread
