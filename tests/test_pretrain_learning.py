@@ -1,11 +1,8 @@
 """Learning check: a tiny MedVL pretrained for a few CPU minutes on SynthCXR (64 px) through
-train/pretrain.py lowers its contrastive loss, detects cardiomegaly zero-shot clearly above chance
-and retrieves validation reports above chance; its best checkpoint reloads and reproduces the
-logged validation metric.
-
-After 200 steps the macro zero-shot AUC over all findings is not yet above chance: the tiny text
-tower starts with near-identical report embeddings (a plateau at ln(batch) for ~60 steps) and does
-not yet separate "no pleural effusion" from "pleural effusion" (the effusion prompts invert).
+train/pretrain.py lowers its contrastive loss, reaches a macro zero-shot AUC and an image-to-text
+recall@5 clearly above chance (measured after 200 steps: AUC 0.69, cardiomegaly 0.87, pleural
+effusion 0.84; recall@5 3x chance), and its best checkpoint reloads and reproduces the logged
+validation metric.
 """
 
 import json
@@ -53,11 +50,12 @@ def test_loss_falls(run_dir):
     assert last < first - 0.3, f"contrastive loss {first:.3f} -> {last:.3f}"
 
 
-def test_zero_shot_cardiomegaly_and_retrieval_beat_chance(run_dir):
+def test_zero_shot_auc_and_retrieval_beat_chance(run_dir):
     final = json.loads((run_dir / "train_summary.json").read_text())["final_eval"]
     assert final["step"] == STEPS
+    assert final["zero_shot_auc"] >= 0.6, final["zero_shot_auc_per_label"]
     assert final["zero_shot_auc_per_label"]["Cardiomegaly"] >= 0.75, final["zero_shot_auc_per_label"]
-    assert final["recall@10"] >= 1.4 * final["chance_recall@10"], final
+    assert final["recall@5"] >= 2 * final["chance_recall@5"], final
 
 
 def test_best_checkpoint_reloads_with_its_metric(run_dir):

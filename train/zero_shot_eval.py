@@ -19,22 +19,24 @@ from tqdm.auto import tqdm
 
 from processing.chexpert import CHEXPERT_LABELS
 
-# Positive / negative phrasings in the style of radiology reports.
+# Positive / negative phrasings in the style of radiology reports. Positives state the finding the way
+# reports do ("Moderate left pleural effusion."), not as "There is a ...": normal reports are full of
+# "There is no ...", so that opener pulls a positive prompt towards the normal studies.
 DEFAULT_PROMPTS = {
     "No Finding": ("No acute cardiopulmonary abnormality.", "Abnormal chest radiograph."),
     "Enlarged Cardiomediastinum": ("The cardiomediastinal silhouette is enlarged.", "The mediastinum is normal."),
     "Cardiomegaly": ("The heart is enlarged. Cardiomegaly.", "The heart size is normal."),
-    "Lung Opacity": ("There is an opacity in the lung.", "The lungs are clear."),
-    "Lung Lesion": ("There is a nodule in the lung.", "No pulmonary nodule."),
-    "Edema": ("There is pulmonary edema.", "No pulmonary edema."),
-    "Consolidation": ("There is a consolidation.", "No focal consolidation."),
+    "Lung Opacity": ("Opacity in the lung.", "The lungs are clear."),
+    "Lung Lesion": ("Pulmonary nodule.", "No pulmonary nodule."),
+    "Edema": ("Moderate pulmonary edema.", "No pulmonary edema."),
+    "Consolidation": ("Focal consolidation in the lower lobe.", "No focal consolidation."),
     "Pneumonia": ("Findings consistent with pneumonia.", "No evidence of pneumonia."),
-    "Atelectasis": ("There is atelectasis.", "No atelectasis."),
-    "Pneumothorax": ("There is a pneumothorax.", "No pneumothorax."),
-    "Pleural Effusion": ("There is a pleural effusion.", "No pleural effusion."),
-    "Pleural Other": ("There is pleural thickening.", "No pleural abnormality."),
-    "Fracture": ("There is a rib fracture.", "No acute fracture."),
-    "Support Devices": ("A support device is in place.", "No support devices."),
+    "Atelectasis": ("Bibasilar atelectasis.", "No atelectasis."),
+    "Pneumothorax": ("Moderate pneumothorax.", "No pneumothorax."),
+    "Pleural Effusion": ("Moderate pleural effusion.", "No pleural effusion."),
+    "Pleural Other": ("Pleural thickening.", "No pleural abnormality."),
+    "Fracture": ("Acute rib fracture.", "No acute fracture."),
+    "Support Devices": ("Support devices in standard position.", "No support devices."),
 }
 
 
