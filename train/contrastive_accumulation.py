@@ -188,7 +188,7 @@ class ExactAccumulationStep:
             rng_states = [None] * len(micro_batches)
         shares = self._term_shares(micro_batches)
         term_sums = {name: 0.0 for name in self.micro_batch_terms}
-        replay_error = 0.0
+        replay_error = torch.zeros((), device=accelerator.device)  # read once after the loop: no per-micro-batch sync
 
         # Pass 2: recompute each micro-batch with grad and back-propagate its share.
         for index, micro_batch in enumerate(micro_batches):
@@ -203,11 +203,10 @@ class ExactAccumulationStep:
                 if use_itc:
                     weight = self.loss_weights["itc"]
                     image_live, text_live = outputs.image_embeds.float(), outputs.text_embeds.float()
-                    replay_error = max(
-                        replay_error,
-                        float((image_live.detach() - image_cache[index].float()).abs().max()),
-                        float((text_live.detach() - text_cache[index].float()).abs().max()),
-                    )
+                    replay_error = torch.maximum(replay_error, torch.maximum(
+                        (image_live.detach() - image_cache[index].float()).abs().max(),
+                        (text_live.detach() - text_cache[index].float()).abs().max(),
+                    ))
                     surrogate = surrogate + weight * (
                         (image_live * grad_images[index]).sum() + (text_live * grad_texts[index]).sum()
                     )
@@ -216,6 +215,7 @@ class ExactAccumulationStep:
                 surrogate = self._add_micro_batch_terms(surrogate, outputs, shares[index], term_sums)
                 accelerator.backward(surrogate)
 
+        replay_error = float(replay_error)
         if replay_error > self.replay_tolerance:
             raise RuntimeError(
                 f"micro-batch replay differs from its cached embeddings by {replay_error:.2e} "
