@@ -77,6 +77,13 @@ def make_batch(args, with_mlm):
     return batch
 
 
+def apply_update(model, optimizer):
+    """The update every contender makes after its backward: clip at norm 1.0, AdamW step."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def optimizer_for(model):
     from train.optim import build_optimizer
 
@@ -110,9 +117,7 @@ def build_medvl(args, name):
 
     def step():
         step_fn(model, micro_batches)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(model, optimizer)
 
     return model, step
 
@@ -135,9 +140,7 @@ def build_open_clip(args):
     def step():
         out = model(batch["pixel_values"], batch["input_ids"])
         loss_fn(out["image_features"], out["text_features"], out["logit_scale"]).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(model, optimizer)
 
     return model, step
 
@@ -161,9 +164,7 @@ def build_hf_clip(args):
 
     def step():
         model(**batch, return_loss=True).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(model, optimizer)
 
     return model, step
 
