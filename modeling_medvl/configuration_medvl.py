@@ -47,6 +47,13 @@ class MedVLVisionConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.check_fields()
 
+    def to_dict(self) -> dict:
+        # `weights_path` only seeds a model built from this config; a saved model holds its own weights, and
+        # config.json must not carry a path of the machine it was saved on.
+        output = super().to_dict()
+        output["weights_path"] = None
+        return output
+
     def check_fields(self):
         """Reject impossible vision settings at config time (a plain `ValueError`, raised from `__init__`)."""
         if self.image_size <= 0:
@@ -142,6 +149,12 @@ class MedVLTextConfig(PreTrainedConfig):
             token_id = getattr(self, name)
             if token_id is not None and not 0 <= token_id < self.vocab_size:
                 raise ValueError(f"text_config.{name}={token_id} is outside the vocabulary (size {self.vocab_size}).")
+        if self.pad_token_id is not None and self.pad_token_id in (self.bos_token_id, self.eos_token_id):
+            raise ValueError(
+                f"text_config.pad_token_id={self.pad_token_id} is also the start or end token: the padding "
+                "embedding is all zeros and never trained, so that token (where a causal tower pools) would be "
+                "zero too. Give padding its own id (CLIP-style vocabularies: 0)."
+            )
 
 
 @strict
@@ -307,7 +320,8 @@ PRESETS = {
             "num_attention_heads": 12,
             "intermediate_size": 3072,
             "is_causal": True,
-            "pad_token_id": 49407,
+            # Not the EOS id: padding_idx rows are zero and never trained, and the causal tower pools at EOS.
+            "pad_token_id": 0,
             "bos_token_id": 49406,
             "eos_token_id": 49407,
             "mask_token_id": None,

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_medvl import MedVLConfig
-from .layers_medvl import MedVLLayer, additive_attention_mask
+from .layers_medvl import MedVLLayer, attention_mask_for
 
 
 class MedVLFusion(nn.Module):
@@ -20,6 +20,7 @@ class MedVLFusion(nn.Module):
         super().__init__()
         self.fusion_type = config.fusion_type
         text_config = config.text_config
+        self.text_config = text_config
         cross_dim = vision_hidden_size if self.fusion_type == "cross_attention" else None
         # Fusion layers see the whole text (and image) at once, even after a causal text tower: their masks only
         # block padding (masks are explicit, so the text config's `is_causal` does not apply here).
@@ -28,6 +29,10 @@ class MedVLFusion(nn.Module):
             self.image_projection = nn.Linear(vision_hidden_size, text_config.hidden_size)
             self.modality_embeddings = nn.Embedding(2, text_config.hidden_size)
             self.image_norm = nn.LayerNorm(text_config.hidden_size, eps=text_config.layer_norm_eps)
+
+    @property
+    def attn_implementation(self) -> str | None:
+        return self.text_config._attn_implementation
 
     def forward(
         self,
@@ -44,8 +49,9 @@ class MedVLFusion(nn.Module):
         if text_attention_mask is None:
             text_attention_mask = torch.ones(batch, text_length, dtype=torch.long, device=text_states.device)
         if self.fusion_type == "cross_attention":
-            mask = additive_attention_mask(
-                text_attention_mask, text_length, text_length, False, text_states.dtype, text_states.device
+            mask = attention_mask_for(
+                self.attn_implementation, text_attention_mask, text_length, text_length, False, text_states.dtype,
+                text_states.device,
             )
             hidden_states = text_states
             for layer in self.layers:
@@ -57,7 +63,9 @@ class MedVLFusion(nn.Module):
         image_mask = torch.ones(batch, image_states.shape[1], dtype=text_attention_mask.dtype, device=hidden_states.device)
         joint_mask = torch.cat([image_mask, text_attention_mask], dim=1)
         length = hidden_states.shape[1]
-        mask = additive_attention_mask(joint_mask, length, length, False, hidden_states.dtype, hidden_states.device)
+        mask = attention_mask_for(
+            self.attn_implementation, joint_mask, length, length, False, hidden_states.dtype, hidden_states.device
+        )
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask)[0]
         return hidden_states[:, image_states.shape[1] :]

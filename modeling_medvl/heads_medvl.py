@@ -128,20 +128,15 @@ class MedVLForQuestionAnswering(MedVLPreTrainedModel):
             `(batch, num_labels)` float soft scores (VQA score targets; binary cross-entropy scaled by the number of
             answers, as in VQA practice).
         """
-        check_paired_batch(pixel_values, input_ids)
+        check_paired_batch(input_ids, pixel_values)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         medvl = self.medvl
-        vision_outputs = medvl.vision_model(pixel_values)
-        text_outputs = medvl.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        )
+        encoding = medvl.encode(input_ids, pixel_values, attention_mask, token_type_ids=token_type_ids)
         if medvl.fusion is not None:
-            fused = medvl.fuse(text_outputs.last_hidden_state, attention_mask, vision_outputs.last_hidden_state)
-            representation = fused[:, 0]
+            representation = medvl.fuse(encoding.text_states, attention_mask, encoding.image_tokens)[:, 0]
         else:
             representation = torch.cat(
-                [medvl.visual_projection(vision_outputs.pooler_output), medvl.text_projection(text_outputs.pooler_output)],
-                dim=-1,
+                [encoding.vision_model_output.pooler_output, encoding.text_model_output.pooler_output], dim=-1
             )
         logits = self.answer_head(representation)
         loss = None

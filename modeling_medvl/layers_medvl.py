@@ -5,7 +5,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -39,6 +39,33 @@ def additive_attention_mask(
     return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
 
 
+def uses_flash_kernels(attn_implementation: str | None) -> bool:
+    """Flash-style kernels take a 2-D padding mask and a causal flag instead of an additive 4-D mask."""
+    return attn_implementation is not None and "flash" in attn_implementation
+
+
+def attention_mask_for(
+    attn_implementation: str | None,
+    key_padding_mask: torch.Tensor | None,
+    query_length: int,
+    key_length: int,
+    is_causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    past_length: int = 0,
+) -> torch.Tensor | None:
+    """The mask in the form the attention implementation takes: for flash kernels the `(batch, key_length)`
+    padding mask (`None` when nothing is padded; causality goes as a flag, bottom-right aligned with a cache);
+    for eager and SDPA the additive `(batch, 1, query_length, key_length)` mask of `additive_attention_mask`."""
+    if uses_flash_kernels(attn_implementation):
+        if key_padding_mask is None or bool(key_padding_mask.all()):
+            return None
+        return key_padding_mask
+    return additive_attention_mask(
+        key_padding_mask, query_length, key_length, is_causal, dtype, device, past_length
+    )
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -59,9 +86,12 @@ def eager_attention_forward(
 
 
 class MedVLAttention(nn.Module):
-    """Multi-head attention; self-attention, or cross-attention when `key_value_states` (width `kv_dim`) are given."""
+    """Multi-head attention; self-attention, or cross-attention when `key_value_states` (width `kv_dim`) are given.
+    `is_causal` reaches only flash kernels: eager and SDPA get causality inside their explicit mask."""
 
-    def __init__(self, config: MedVLTextConfig, kv_dim: int | None = None, layer_idx: int | None = None):
+    def __init__(
+        self, config: MedVLTextConfig, kv_dim: int | None = None, layer_idx: int | None = None, is_causal: bool = False
+    ):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -69,30 +99,45 @@ class MedVLAttention(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_probs_dropout_prob
-        # Masks are always explicit (see `additive_attention_mask`), so SDPA must not add its own causal mask.
-        self.is_causal = False
+        self.is_causal = is_causal
         kv_dim = kv_dim or config.hidden_size
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(kv_dim, config.hidden_size)
         self.v_proj = nn.Linear(kv_dim, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
+    def _project(self, projection: nn.Linear, states: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = states.shape
+        return projection(states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         key_value_states: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns `(output, attention weights or None)`. With `past_key_values` (self-attention of a decoder), the
-        new keys/values are appended to the cache and attention runs over all cached positions."""
+        """Returns `(output, attention weights or None)`.
+
+        With a `cache` (decoder generation): self-attention appends its new keys/values and attends over every
+        cached position; cross-attention (an `EncoderDecoderCache`) projects the image tokens once, at the first
+        step, and reuses those keys/values at every later step."""
         batch, length, _ = hidden_states.shape
-        query = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-        source = hidden_states if key_value_states is None else key_value_states
-        key = self.k_proj(source).view(batch, source.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-        value = self.v_proj(source).view(batch, source.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        query = self._project(self.q_proj, hidden_states)
+        is_cross_attention = key_value_states is not None
+        layer_cache = cache
+        if isinstance(cache, EncoderDecoderCache):
+            layer_cache = cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
+        if is_cross_attention and isinstance(cache, EncoderDecoderCache) and cache.is_updated.get(self.layer_idx):
+            key = layer_cache.layers[self.layer_idx].keys
+            value = layer_cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if is_cross_attention else hidden_states
+            key, value = self._project(self.k_proj, source), self._project(self.v_proj, source)
+            if layer_cache is not None and (not is_cross_attention or isinstance(cache, EncoderDecoderCache)):
+                key, value = layer_cache.update(key, value, self.layer_idx)
+                if is_cross_attention:
+                    cache.is_updated[self.layer_idx] = True
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -105,6 +150,7 @@ class MedVLAttention(nn.Module):
             attention_mask,
             scaling=self.scaling,
             dropout=self.dropout if self.training else 0.0,
+            is_causal=self.is_causal and uses_flash_kernels(self.config._attn_implementation),
         )
         attn_output = self.out_proj(attn_output.reshape(batch, length, -1).contiguous())
         return attn_output, attn_weights
@@ -116,13 +162,19 @@ class MedVLLayer(GradientCheckpointingLayer):
     Weight layout follows BERT's layer one to one, so a BERT checkpoint maps onto the text tower exactly.
     """
 
-    def __init__(self, config: MedVLTextConfig, cross_attention_dim: int | None = None, layer_idx: int | None = None):
+    def __init__(
+        self,
+        config: MedVLTextConfig,
+        cross_attention_dim: int | None = None,
+        layer_idx: int | None = None,
+        is_causal: bool = False,
+    ):
         super().__init__()
-        self.self_attn = MedVLAttention(config, layer_idx=layer_idx)
+        self.self_attn = MedVLAttention(config, layer_idx=layer_idx, is_causal=is_causal)
         self.self_attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.cross_attn = None
         if cross_attention_dim is not None:
-            self.cross_attn = MedVLAttention(config, kv_dim=cross_attention_dim)
+            self.cross_attn = MedVLAttention(config, kv_dim=cross_attention_dim, layer_idx=layer_idx)
             self.cross_attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
@@ -136,15 +188,15 @@ class MedVLLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns `(hidden_states, self-attention weights or None)`."""
-        attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, None, past_key_values)
+        attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, None, cache)
         hidden_states = self.self_attn_norm(hidden_states + self.dropout(attn_output))
         if self.cross_attn is not None:
             if encoder_hidden_states is None:
                 raise ValueError("This layer cross-attends to image tokens, but none were given.")
-            cross_output, _ = self.cross_attn(hidden_states, encoder_attention_mask, encoder_hidden_states)
+            cross_output, _ = self.cross_attn(hidden_states, encoder_attention_mask, encoder_hidden_states, cache)
             hidden_states = self.cross_attn_norm(hidden_states + self.dropout(cross_output))
         ffn_output = self.fc2(self.activation(self.fc1(hidden_states)))
         hidden_states = self.ffn_norm(hidden_states + self.dropout(ffn_output))
@@ -185,8 +237,8 @@ class MedVLTextEmbeddings(nn.Module):
 
 
 class MedVLTextEncoder(nn.Module):
-    """Embeddings + a stack of `MedVLLayer`s. Serves as the text tower (bidirectional or causal) and, with
-    `cross_attention_dim`, as the causal report decoder that cross-attends to image tokens."""
+    """Embeddings + a stack of `MedVLLayer`s: the text tower, bidirectional or causal as its config says. The report
+    decoder (`MedVLReportDecoder`) is the same stack, causal, with cross-attention to image tokens."""
 
     def __init__(
         self,
@@ -202,7 +254,7 @@ class MedVLTextEncoder(nn.Module):
         self.embeddings = MedVLTextEmbeddings(config)
         num_layers = config.num_hidden_layers if num_layers is None else num_layers
         self.layers = nn.ModuleList(
-            [MedVLLayer(config, cross_attention_dim, layer_idx=index) for index in range(num_layers)]
+            [MedVLLayer(config, cross_attention_dim, index, self.is_causal) for index in range(num_layers)]
         )
 
     def forward(
@@ -212,19 +264,20 @@ class MedVLTextEncoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         token_type_ids: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
         """`pooler_output` pools the token states as `config.pooling` says (the last real token when causal).
-        A `past_key_values` cache (decoder generation) receives each layer's new self-attention keys/values."""
+        A `cache` (decoder generation) receives each layer's new self-attention keys/values (and, as an
+        `EncoderDecoderCache`, the cross-attention keys/values of the image tokens, once)."""
         if token_type_ids is not None and bool((token_type_ids != 0).any()):
             # Tokenizers of BERT-style vocabularies emit all-zero segment ids for single texts: those are fine.
             raise ValueError("MedVL's text tower reads one segment per text: token_type_ids must be all 0.")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds to the text tower.")
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         batch, length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         if attention_mask is not None and attention_mask.shape != (batch, past_length + length):
             raise ValueError(
@@ -235,14 +288,14 @@ class MedVLTextEncoder(nn.Module):
             # Count real tokens only, so left-padded prompts (batched generation) get the positions they have alone.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past_length:]
         hidden_states = self.embeddings(input_ids, position_ids, inputs_embeds, past_length)
-        mask = additive_attention_mask(
-            attention_mask, length, past_length + length, self.is_causal, hidden_states.dtype, hidden_states.device,
-            past_length,
+        mask = attention_mask_for(
+            self.config._attn_implementation, attention_mask, length, past_length + length, self.is_causal,
+            hidden_states.dtype, hidden_states.device, past_length,
         )
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states, mask, encoder_hidden_states, None, past_key_values)
+            hidden_states, attn_weights = layer(hidden_states, mask, encoder_hidden_states, None, cache)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -252,8 +305,15 @@ class MedVLTextEncoder(nn.Module):
             pooler_output=pool_text_states(hidden_states, attention_mask, self.pooling),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
-            past_key_values=past_key_values,
         )
+
+
+class MedVLReportDecoder(MedVLTextEncoder):
+    """The report generator's decoder: the text stack made causal, each layer cross-attending to the image tokens
+    (width `cross_attention_dim`)."""
+
+    def __init__(self, config: MedVLTextConfig, num_layers: int, cross_attention_dim: int):
+        super().__init__(config, num_layers=num_layers, is_causal=True, cross_attention_dim=cross_attention_dim)
 
 
 def pool_text_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
@@ -295,7 +355,9 @@ __all__ = [
     "MedVLLayer",
     "MedVLLMHead",
     "MedVLTextEmbeddings",
+    "MedVLReportDecoder",
     "MedVLTextEncoder",
     "additive_attention_mask",
+    "attention_mask_for",
     "pool_text_states",
 ]

@@ -8,21 +8,22 @@ from torch.nn import functional as F
 IGNORE_INDEX = -100
 
 
-def _distributed_world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside an initialised process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def _group_rank_and_size(process_group) -> tuple[int, int]:
+    """(rank, world size) within `process_group`; (0, 1) for `None`, the local computation."""
+    if process_group is None:
+        return 0, 1
+    return dist.get_rank(process_group), dist.get_world_size(process_group)
 
 
-def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
-    """Concatenate `features` `(local_batch, dim)` from all ranks in rank order, with gradients flowing back to
-    every rank's own slice. Identity outside a process group. All ranks must hold the same local batch size."""
-    rank, world_size = _distributed_world()
+def gather_with_grad(features: torch.Tensor, process_group) -> torch.Tensor:
+    """Concatenate `features` `(local_batch, dim)` from every rank of `process_group` in rank order, with gradients
+    flowing back to every rank's own slice. Identity for `process_group=None`. All ranks must hold the same local
+    batch size."""
+    _, world_size = _group_rank_and_size(process_group)
     if world_size == 1:
         return features
     sizes = [torch.zeros(1, dtype=torch.long, device=features.device) for _ in range(world_size)]
-    dist.all_gather(sizes, torch.tensor([features.shape[0]], device=features.device))
+    dist.all_gather(sizes, torch.tensor([features.shape[0]], device=features.device), group=process_group)
     if len({int(size) for size in sizes}) != 1:
         raise ValueError(
             f"contrastive_loss needs the same local batch size on every rank, got {[int(s) for s in sizes]}: "
@@ -30,31 +31,37 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
         )
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(features), dim=0)
+    return torch.cat(all_gather(features, group=process_group), dim=0)
 
 
-def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) over the global batch.
+def contrastive_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, process_group=None
+) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP), over the local batch or over the global batch of `process_group`.
 
     Args:
         image_embeds: `(local_batch, dim)` L2-normalised image embeddings; row i pairs with text row i.
         text_embeds: `(local_batch, dim)` L2-normalised text embeddings.
         logit_scale: scalar, the exp'd (and clamped) inverse temperature.
+        process_group: `None` (default) scores this process's rows among themselves and runs no collective, so a
+            call on one rank alone (evaluation, a callback) never waits for the others. A `torch.distributed`
+            group (`torch.distributed.group.WORLD` for every rank) makes every rank of it score its local rows
+            against all ranks' columns (gathered with gradients; labels offset by rank); every rank of the group
+            must then make the call.
 
-    Under `torch.distributed`, every rank scores its local rows against all ranks' columns (gathered with
-    gradients; labels offset by rank) and returns the mean over its local rows. The all-gather's backward sums the
-    gradient every rank's loss sends to a feature, and DDP averages parameter gradients over ranks, so the
-    averaged update equals a single process computing this loss over the whole global batch; the mean of the
-    ranks' returned values equals that single-process loss.
+    With a group, each rank returns the mean over its local rows. The all-gather's backward sums the gradient every
+    rank's loss sends to a feature, and DDP averages parameter gradients over ranks, so the averaged update equals
+    a single process computing this loss over the whole global batch; the mean of the ranks' returned values
+    equals that single-process loss.
     """
     if image_embeds.shape != text_embeds.shape:
         raise ValueError(
             f"contrastive_loss pairs image and text rows: got image_embeds {tuple(image_embeds.shape)} and "
             f"text_embeds {tuple(text_embeds.shape)}."
         )
-    rank, _ = _distributed_world()
-    all_image_embeds = gather_with_grad(image_embeds)
-    all_text_embeds = gather_with_grad(text_embeds)
+    rank, _ = _group_rank_and_size(process_group)
+    all_image_embeds = gather_with_grad(image_embeds, process_group)
+    all_text_embeds = gather_with_grad(text_embeds, process_group)
     local_batch = image_embeds.shape[0]
     labels = torch.arange(local_batch, device=image_embeds.device) + rank * local_batch
     logits_per_image = logit_scale * image_embeds.float() @ all_text_embeds.float().t()

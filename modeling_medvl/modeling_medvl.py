@@ -1,6 +1,7 @@
 """MedVL: dual encoder (timm vision tower + BERT/CLIP-style text tower) with cross-modal fusion, and the
 shared base class of every MedVL model."""
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +42,13 @@ class MedVLOutput(ModelOutput):
     logits_per_text (`torch.FloatTensor` of shape `(text_batch, image_batch)`): The transpose.
     image_embeds (`torch.FloatTensor` of shape `(image_batch, projection_dim)`): L2-normalised image embeddings.
     text_embeds (`torch.FloatTensor` of shape `(text_batch, projection_dim)`): L2-normalised text embeddings.
-    logit_scale (`torch.FloatTensor` of shape `()`): The exp'd inverse temperature, clamped to `logit_scale_max`.
+    logit_scale (`torch.FloatTensor` of shape `()`): The exp'd inverse temperature, at most `logit_scale_max`.
     fused_hidden_state (`torch.FloatTensor` of shape `(batch, text_length, text_hidden_size)`, *optional*):
-        Text states after the fusion layers (image and text batches paired; `None` without fusion).
-    text_model_output (`BaseModelOutputWithPooling`): Text tower output (`pooler_output` before projection).
-    vision_model_output (`BaseModelOutputWithPooling`): Vision tower output (patch tokens, pooled features).
+        Text states after the fusion layers, when asked with `compute_fusion=True`.
+    text_model_output (`BaseModelOutputWithPooling`): Text tower output; `pooler_output` is the projected (not
+        normalised) text embedding, as `get_text_features` returns it.
+    vision_model_output (`BaseModelOutputWithPooling`): Vision tower output (patch tokens); `pooler_output` is the
+        projected (not normalised) image embedding, as `get_image_features` returns it.
     """
 
     loss: torch.FloatTensor | None = None
@@ -65,7 +68,27 @@ class MedVLOutput(ModelOutput):
         )
 
 
-def check_paired_batch(pixel_values: torch.Tensor | None, input_ids: torch.Tensor | None) -> None:
+@dataclass
+class MedVLEncoding(ModelOutput):
+    r"""
+    What every MedVL model builds on: both towers run once, embeddings projected and normalised.
+
+    image_embeds (`torch.FloatTensor` of shape `(image_batch, projection_dim)`): L2-normalised image embeddings.
+    text_embeds (`torch.FloatTensor` of shape `(text_batch, projection_dim)`): L2-normalised text embeddings.
+    image_tokens (`torch.FloatTensor` of shape `(image_batch, num_image_tokens, vision_hidden_size)`): Patch tokens.
+    text_states (`torch.FloatTensor` of shape `(text_batch, text_length, text_hidden_size)`): Token states.
+    vision_model_output / text_model_output: the outputs of `get_image_features` / `get_text_features`.
+    """
+
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_tokens: torch.FloatTensor | None = None
+    text_states: torch.FloatTensor | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+
+
+def check_paired_batch(input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None) -> None:
     """Paired objectives need one text per image."""
     if pixel_values is None:
         raise ValueError("pixel_values are required: this model reads the image (got pixel_values=None).")
@@ -78,13 +101,6 @@ def check_paired_batch(pixel_values: torch.Tensor | None, input_ids: torch.Tenso
         )
 
 
-def _has_standard_init(module: nn.Module) -> bool:
-    """Module kinds that `PreTrainedModel._init_weights` initialises itself."""
-    name = module.__class__.__name__
-    standard = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.GroupNorm, nn.BatchNorm2d)
-    return isinstance(module, standard) or "LayerNorm" in name or "RMSNorm" in name
-
-
 class MedVLPreTrainedModel(PreTrainedModel):
     config: MedVLConfig
     config_class = MedVLConfig
@@ -92,11 +108,24 @@ class MedVLPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["MedVLLayer", "MedVLVisionTower"]
+    # Flash kernels receive 2-D padding masks and a causal flag (see `layers_medvl.attention_mask_for`).
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    _no_split_modules = ["MedVLLayer"]  # plus the timm backbone's block classes, set per instance in `post_init`
 
     def __init__(self, config: MedVLConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
         self._share_attn_implementation()
+
+    def post_init(self):
+        # FSDP and `device_map="auto"` may split between blocks: MedVL's layers and the timm backbone's own blocks.
+        block_classes = {
+            type(block).__name__
+            for module in self.modules() if isinstance(module, MedVLVisionTower)
+            for block in module.blocks
+        }
+        self._no_split_modules = ["MedVLLayer", *sorted(block_classes)]
+        super().post_init()
 
     def _share_attn_implementation(self) -> None:
         """The towers are plain modules reading their sub-config: give those left unresolved the implementation
@@ -166,30 +195,33 @@ class MedVLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """One deterministic scheme for every weight, timm backbone included, so that building a model and loading
-        one with missing weights agree. Tensors flagged `_is_hf_initialized` are skipped by the `init` helpers:
-        weights loaded from a local file (`vision_config.weights_path`) and derived buffers survive."""
-        if hasattr(module, "_medvl_restore_derived_buffers"):
-            module._medvl_restore_derived_buffers()
+        """MedVL's own layers get transformers' initialisation; a timm backbone keeps timm's own (its tower owns
+        that contract, see `MedVLVisionTower.initialize_from_timm`), so that a fresh model's vision tower equals
+        `timm.create_model` of the same name. Tensors flagged `_is_hf_initialized` (loaded weights) are kept."""
+        tower = getattr(module, "_medvl_vision_tower", None)
+        if tower is not None:
+            tower.initialize_from_timm()
+            return
         super()._init_weights(module)
         if isinstance(module, MedVLModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
-        elif getattr(module, "_medvl_timm_module", False) and not _has_standard_init(module):
-            # Bare parameters of timm modules (pos_embed, cls_token, relative position tables, layer scales).
-            for name, parameter in module.named_parameters(recurse=False):
-                if name.endswith("bias"):
-                    init.zeros_(parameter)
-                elif name == "gamma":
-                    init.constant_(parameter, 1e-6)  # layer scale starts near zero, as in timm's ConvNeXt
-                else:
-                    init.trunc_normal_(parameter, std=self.config.initializer_range)
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp every learned temperature of this model into [0, log(logit_scale_max)] in place.
+
+        Call it after each optimiser step (`train/pretrain.py` does): the forward pass only guards the value, so a
+        parameter left above the limit would keep drifting with Adam's momentum and never come back."""
+        for module in self.modules():
+            if isinstance(module, MedVLModel):
+                module.logit_scale.clamp_(0.0, module.log_logit_scale_max())
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
         for module in self.modules():
             if isinstance(module, MedVLVisionTower):
-                module.gradient_checkpointing = enable
-                module.set_grad_checkpointing(enable)  # timm checkpoints its own blocks (in training mode)
+                # The same checkpoint function (with the user's gradient_checkpointing_kwargs) as the text layers.
+                module.set_block_checkpointing(module._gradient_checkpointing_func if enable else None)
 
 
 class MedVLModel(MedVLPreTrainedModel):
@@ -248,8 +280,43 @@ class MedVLModel(MedVLPreTrainedModel):
         text_outputs.pooler_output = self.text_projection(text_outputs.pooler_output)
         return text_outputs if return_dict else text_outputs.to_tuple()
 
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> MedVLEncoding:
+        """Both towers once: the one forward path of `forward`, the pretraining model and the task heads."""
+        if pixel_values is None or input_ids is None:
+            raise ValueError("MedVL needs both pixel_values and input_ids; use get_image_features / "
+                             "get_text_features for one modality.")
+        vision_outputs = self.get_image_features(pixel_values, return_dict=True)
+        text_outputs = self.get_text_features(
+            input_ids, attention_mask, position_ids, return_dict=True, token_type_ids=token_type_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        return MedVLEncoding(
+            image_embeds=nn.functional.normalize(vision_outputs.pooler_output, dim=-1),
+            text_embeds=nn.functional.normalize(text_outputs.pooler_output, dim=-1),
+            image_tokens=vision_outputs.last_hidden_state,
+            text_states=text_outputs.last_hidden_state,
+            vision_model_output=vision_outputs,
+            text_model_output=text_outputs,
+        )
+
+    def log_logit_scale_max(self) -> float:
+        return math.log(self.config.logit_scale_max)
+
     def clamped_logit_scale(self) -> torch.Tensor:
-        return self.logit_scale.exp().clamp(max=self.config.logit_scale_max)
+        """exp(logit_scale), its value guarded at `logit_scale_max`. The guard passes the gradient through (a plain
+        clamp would cut it at the limit, and a parameter there could never come back down); the parameter itself
+        is kept in range by `clamp_logit_scale_` after each optimiser step."""
+        excess = (self.logit_scale - self.log_logit_scale_max()).clamp(min=0).detach()
+        return (self.logit_scale - excess).exp()
 
     def fuse(
         self, text_states: torch.Tensor, attention_mask: torch.Tensor | None, image_tokens: torch.Tensor
@@ -267,6 +334,7 @@ class MedVLModel(MedVLPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         compute_fusion: bool | None = None,
+        contrastive_process_group=None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -277,54 +345,42 @@ class MedVLModel(MedVLPreTrainedModel):
         Scores every image against every text (the batches may differ in size, as in zero-shot classification).
 
         return_loss (`bool`, *optional*): Also return the contrastive loss (needs paired batches).
-        compute_fusion (`bool`, *optional*): Run the fusion layers and return `fused_hidden_state`. Default: when
-            the model has fusion layers and the image and text batches have the same size.
+        compute_fusion (`bool`, *optional*): Also run the fusion layers over the paired batches and return
+            `fused_hidden_state` (default: no).
+        contrastive_process_group (*optional*): The `torch.distributed` group whose ranks' batches form the
+            contrastive loss's global batch (every rank of it must then call); default: this process's batch alone.
         """
-        if pixel_values is None or input_ids is None:
-            raise ValueError("MedVLModel needs both pixel_values and input_ids; use get_image_features / "
-                             "get_text_features for one modality.")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        vision_outputs = self.vision_model(pixel_values)
-        text_outputs = self.text_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states),
-            token_type_ids=token_type_ids,
+        encoding = self.encode(
+            input_ids, pixel_values, attention_mask, position_ids, token_type_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
-        image_embeds = nn.functional.normalize(self.visual_projection(vision_outputs.pooler_output), dim=-1)
-        text_embeds = nn.functional.normalize(self.text_projection(text_outputs.pooler_output), dim=-1)
         logit_scale = self.clamped_logit_scale()
-        logits_per_text = logit_scale * text_embeds @ image_embeds.t()
-        logits_per_image = logits_per_text.t()
-
-        paired = pixel_values.shape[0] == input_ids.shape[0]
-        if compute_fusion is None:
-            compute_fusion = self.fusion is not None and paired
+        logits_per_text = logit_scale * encoding.text_embeds @ encoding.image_embeds.t()
         fused = None
         if compute_fusion:
-            check_paired_batch(pixel_values, input_ids)
-            fused = self.fuse(text_outputs.last_hidden_state, attention_mask, vision_outputs.last_hidden_state)
-
+            check_paired_batch(input_ids, pixel_values)
+            fused = self.fuse(encoding.text_states, attention_mask, encoding.image_tokens)
         loss = None
         if return_loss:
-            check_paired_batch(pixel_values, input_ids)
-            loss = contrastive_loss(image_embeds, text_embeds, logit_scale)
+            check_paired_batch(input_ids, pixel_values)
+            loss = contrastive_loss(
+                encoding.image_embeds, encoding.text_embeds, logit_scale, process_group=contrastive_process_group
+            )
         output = MedVLOutput(
             loss=loss,
-            logits_per_image=logits_per_image,
+            logits_per_image=logits_per_text.t(),
             logits_per_text=logits_per_text,
-            image_embeds=image_embeds,
-            text_embeds=text_embeds,
+            image_embeds=encoding.image_embeds,
+            text_embeds=encoding.text_embeds,
             logit_scale=logit_scale,
             fused_hidden_state=fused,
-            text_model_output=text_outputs,
-            vision_model_output=vision_outputs,
+            text_model_output=encoding.text_model_output,
+            vision_model_output=encoding.vision_model_output,
         )
         return output if return_dict else output.to_tuple()
 
 
 MedVLModel.register_for_auto_class("AutoModel")
 
-__all__ = ["AUTO_MAP", "MedVLModel", "MedVLOutput", "MedVLPreTrainedModel", "check_paired_batch"]
+__all__ = ["AUTO_MAP", "MedVLEncoding", "MedVLModel", "MedVLOutput", "MedVLPreTrainedModel", "check_paired_batch"]

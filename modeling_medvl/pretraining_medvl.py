@@ -51,7 +51,6 @@ class MedVLPreTrainingOutput(ModelOutput):
 class MedVLForPreTraining(MedVLPreTrainedModel):
     """MedVL with its composite pretraining objective: ITC (+ MLM on fused text) (+ ITM with hard negatives)."""
 
-    main_input_name = "pixel_values"  # the first argument of forward
     _tied_weights_keys = {"mlm_head.decoder.weight": "medvl.text_model.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: MedVLConfig):
@@ -93,13 +92,14 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.FloatTensor | None = None,
         input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         mlm_input_ids: torch.LongTensor | None = None,
         mlm_labels: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         loss_terms: tuple[str, ...] | list[str] | str | None = None,
+        contrastive_process_group=None,
         position_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
         token_type_ids: torch.LongTensor | None = None,
@@ -112,8 +112,10 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
         return_loss (`bool`, *optional*): Compute the losses (default `True` for this pretraining model).
         loss_terms (`tuple[str]`, *optional*): Which of `"itc"`, `"mlm"`, `"itm"` to compute; default every term
             whose weight in the config is positive. `loss` is the config-weighted sum of the computed terms.
+        contrastive_process_group (*optional*): The `torch.distributed` group over whose ranks ITC is computed
+            (every rank of it must call; `torch.distributed.group.WORLD` under DDP); default: this batch alone.
         """
-        check_paired_batch(pixel_values, input_ids)
+        check_paired_batch(input_ids, pixel_values)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return_loss = True if return_loss is None else return_loss
         terms = self.resolve_loss_terms(loss_terms) if return_loss else ()
@@ -121,31 +123,28 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             raise ValueError("Pass mlm_input_ids and mlm_labels together (or neither, to mask input_ids here).")
 
         medvl = self.medvl
-        vision_outputs = medvl.vision_model(pixel_values)
-        text_outputs = medvl.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, token_type_ids=token_type_ids
-        )
-        image_embeds = nn.functional.normalize(medvl.visual_projection(vision_outputs.pooler_output), dim=-1)
-        text_embeds = nn.functional.normalize(medvl.text_projection(text_outputs.pooler_output), dim=-1)
+        encoding = medvl.encode(input_ids, pixel_values, attention_mask, position_ids, token_type_ids)
+        image_embeds, text_embeds = encoding.image_embeds, encoding.text_embeds
         logit_scale = medvl.clamped_logit_scale()
         logits_per_image = logit_scale * image_embeds @ text_embeds.t()
-        image_tokens = vision_outputs.last_hidden_state
 
         losses: dict[str, torch.Tensor] = {}
         mlm_logits = itm_logits = itm_labels = None
         if "itc" in terms:
-            losses["itc"] = contrastive_loss(image_embeds, text_embeds, logit_scale)
+            losses["itc"] = contrastive_loss(
+                image_embeds, text_embeds, logit_scale, process_group=contrastive_process_group
+            )
         if "mlm" in terms:
             if mlm_input_ids is None:
                 mlm_input_ids, mlm_labels = self.mask_for_mlm(input_ids, attention_mask)
             masked_states = medvl.text_model(
                 input_ids=mlm_input_ids, attention_mask=attention_mask, position_ids=position_ids
             ).last_hidden_state
-            mlm_logits = self.mlm_head(medvl.fuse(masked_states, attention_mask, image_tokens))
+            mlm_logits = self.mlm_head(medvl.fuse(masked_states, attention_mask, encoding.image_tokens))
             losses["mlm"] = mlm_loss(mlm_logits, mlm_labels)
         if "itm" in terms:
             itm_logits, itm_labels = self.image_text_matching(
-                image_tokens, text_outputs.last_hidden_state, input_ids, attention_mask, logits_per_image
+                encoding.image_tokens, encoding.text_states, input_ids, attention_mask, logits_per_image
             )
             if itm_logits is not None:
                 losses["itm"] = itm_loss(itm_logits, itm_labels)

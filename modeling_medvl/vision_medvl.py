@@ -43,12 +43,45 @@ def build_backbone(config: MedVLVisionConfig) -> nn.Module:
         return timm.create_model(config.backbone, **common, **kwargs)
 
 
+def find_blocks(backbone: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of a timm backbone: the members of its `blocks` containers (ViT's `blocks`, Swin's
+    `layers[i].blocks`, ConvNeXt's `stages[i].blocks`), else the members of its `stages` / `layers`."""
+    for container_names in (("blocks",), ("stages", "layers")):
+        blocks = [
+            block
+            for name, module in backbone.named_modules()
+            if name.rsplit(".", 1)[-1] in container_names and isinstance(module, (nn.Sequential, nn.ModuleList))
+            for block in module
+        ]
+        if blocks:
+            return blocks
+    return []
+
+
+class _CheckpointedBlockForward:
+    """A timm block's forward run through the model's checkpoint function while training with gradients, so that
+    `gradient_checkpointing_kwargs` apply to the vision tower as they do to the text and fusion layers."""
+
+    def __init__(self, block: nn.Module, checkpoint_function):
+        self.block = block
+        self.checkpoint_function = checkpoint_function
+
+    def __call__(self, *args, **kwargs):
+        forward = type(self.block).forward.__get__(self.block)
+        if self.block.training and torch.is_grad_enabled():
+            return self.checkpoint_function(forward, *args, **kwargs)
+        return forward(*args, **kwargs)
+
+
 class MedVLVisionTower(nn.Module):
     """timm backbone (no classifier, never downloaded) with a uniform output.
 
     `forward(pixel_values)` returns `last_hidden_state` `(batch, num_tokens, hidden_size)` (all tokens a ViT
     emits, or the flattened final feature map of a Swin / ConvNeXt) and `pooler_output` `(batch, hidden_size)`
     (the backbone's own pre-logits pooling).
+
+    The tower owns the timm contract: timm initialises the backbone, and MedVL's `_init_weights` hands every
+    backbone module back here (`initialize_from_timm`) instead of applying its own scheme.
     """
 
     def __init__(self, config: MedVLVisionConfig):
@@ -57,40 +90,52 @@ class MedVLVisionTower(nn.Module):
         self.backbone = build_backbone(config)
         # Buffers timm derives at construction (e.g. Swin's relative position index) are saved with the weights:
         # transformers builds models on the meta device when loading and would otherwise leave them uninitialised.
-        self.derived_buffer_names = []
-        for module_name, module in self.backbone.named_modules():
-            prefix = f"{module_name}." if module_name else ""
-            derived = [name for name in module._non_persistent_buffers_set if getattr(module, name) is not None]
-            if derived:
-                # `_init_weights` visits the modules that own the buffers (not this tower): let them restore.
-                module._medvl_restore_derived_buffers = self.restore_derived_buffers
-            self.derived_buffer_names += [prefix + name for name in derived]
+        for module in self.backbone.modules():
             module._non_persistent_buffers_set.clear()
-            module._medvl_timm_module = True  # `_init_weights` also covers timm's bare parameters (pos_embed, ...)
-        on_meta = next(self.backbone.parameters()).device.type == "meta"
-        if not on_meta:
-            for name in self.derived_buffer_names:
-                self.backbone.get_buffer(name)._is_hf_initialized = True  # already exact; `post_init` keeps them
+            # A plain attribute (not a registered sub-module) through which `_init_weights` finds the tower.
+            object.__setattr__(module, "_medvl_vision_tower", self)
+        self.blocks = find_blocks(self.backbone)  # a plain list: the modules stay registered once, in the backbone
+        if not self._on_meta():
+            self._flag_initialised(self.backbone.state_dict(keep_vars=True))  # timm's own values are final
         self.hidden_size = self.backbone.num_features
         self.output_format = getattr(self.backbone, "output_fmt", "NCHW")
         self.gradient_checkpointing = False
-        if config.weights_path is not None and not on_meta:
+        if config.weights_path is not None and not self._on_meta():
             self.load_backbone_weights(config.weights_path)
 
-    def restore_derived_buffers(self) -> None:
-        """Recompute derived buffers that were neither loaded nor computed (a checkpoint that lacks them, loaded
-        on the meta device), from a throw-away backbone built on the CPU."""
-        stale = [name for name in self.derived_buffer_names
-                 if not getattr(self.backbone.get_buffer(name), "_is_hf_initialized", False)]
+    def _on_meta(self) -> bool:
+        return next(self.backbone.parameters()).device.type == "meta"
+
+    @staticmethod
+    def _flag_initialised(tensors: dict[str, torch.Tensor]) -> None:
+        for tensor in tensors.values():
+            tensor._is_hf_initialized = True
+
+    def initialize_from_timm(self) -> None:
+        """Give every backbone tensor that was neither built by timm here nor loaded from a checkpoint (a model
+        materialised from the meta device with missing weights) the value timm gives it, from a throw-away backbone
+        built on the CPU (the global RNG is left as it was)."""
+        tensors = self.backbone.state_dict(keep_vars=True)
+        stale = {name: tensor for name, tensor in tensors.items()
+                 if not getattr(tensor, "_is_hf_initialized", False) and tensor.device.type != "meta"}
         if not stale:
             return
         with torch.random.fork_rng(), torch.device("cpu"):
-            reference = build_backbone(self.config)
-        for name in stale:
-            buffer = self.backbone.get_buffer(name)
-            if buffer.device.type != "meta":
-                buffer.copy_(reference.get_buffer(name))
-                buffer._is_hf_initialized = True
+            backbone = build_backbone(self.config)
+            reference = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
+        for name, tensor in stale.items():
+            tensor.copy_(reference[name])
+        self._flag_initialised(stale)
+
+    def set_block_checkpointing(self, checkpoint_function) -> None:
+        """Checkpoint each backbone block with `checkpoint_function` (transformers' partial of torch's checkpoint
+        with the user's kwargs), or stop checkpointing with `None`."""
+        self.gradient_checkpointing = checkpoint_function is not None
+        for block in self.blocks:
+            if checkpoint_function is None:
+                block.__dict__.pop("forward", None)
+            else:
+                block.forward = _CheckpointedBlockForward(block, checkpoint_function)
 
     def load_backbone_weights(self, path: str | Path) -> None:
         """Load a local timm weight file into the backbone. A classifier head in the file is ignored; any other
@@ -125,10 +170,6 @@ class MedVLVisionTower(nn.Module):
                 tensor._is_hf_initialized = True
         logger.info(f"Loaded {len(state_dict) - len(unexpected)} backbone weights from {path}.")
 
-    def set_grad_checkpointing(self, enable: bool) -> None:
-        if hasattr(self.backbone, "set_grad_checkpointing"):
-            self.backbone.set_grad_checkpointing(enable)
-
     def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         expected = (self.config.num_channels, self.config.image_size, self.config.image_size)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
@@ -140,8 +181,6 @@ class MedVLVisionTower(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
         self.check_pixel_values(pixel_values)
-        # timm checkpoints through its own blocks when asked; it only does so in training mode.
-        self.set_grad_checkpointing(self.gradient_checkpointing and self.training)
         features = self.backbone.forward_features(pixel_values.to(next(self.backbone.parameters()).dtype))
         pooled = self.backbone.forward_head(features, pre_logits=True)
         if features.ndim == 4:

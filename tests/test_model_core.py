@@ -37,7 +37,8 @@ def test_model_outputs_scaled_similarities_with_clamped_temperature():
     pixel_values, input_ids, attention_mask = make_batch()
     with torch.no_grad():
         model.logit_scale.fill_(10.0)  # exp(10) far above the clamp
-        output = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        output = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                       compute_fusion=True)
     assert output.logit_scale.item() == pytest.approx(100.0)
     assert torch.allclose(output.image_embeds.norm(dim=-1), torch.ones(3), atol=1e-5)
     expected = 100.0 * output.image_embeds @ output.text_embeds.t()
@@ -130,10 +131,11 @@ def test_sdpa_and_eager_attention_agree(fusion_type, causal):
     model = MedVLModel(config).eval()
     pixel_values, input_ids, attention_mask = make_batch()
     with torch.no_grad():
-        sdpa = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        sdpa = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, compute_fusion=True)
         model.set_attn_implementation("eager")
         assert model.config.text_config._attn_implementation == "eager"
-        eager = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        eager = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                      compute_fusion=True)
     real = attention_mask.bool()
     assert torch.allclose(sdpa.fused_hidden_state[real], eager.fused_hidden_state[real], atol=1e-5)
     assert torch.allclose(sdpa.logits_per_image, eager.logits_per_image, atol=1e-5)
@@ -145,10 +147,11 @@ def test_batch_and_single_example_outputs_agree(fusion_type, causal):
     model = MedVLModel(config).eval()
     pixel_values, input_ids, attention_mask = make_batch()
     with torch.no_grad():
-        batch = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        batch = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, compute_fusion=True)
         for row in range(3):
             real = int(attention_mask[row].sum())
-            single = model(input_ids=input_ids[row : row + 1, :real], pixel_values=pixel_values[row : row + 1])
+            single = model(input_ids=input_ids[row : row + 1, :real], pixel_values=pixel_values[row : row + 1],
+                           compute_fusion=True)
             assert torch.allclose(single.text_embeds[0], batch.text_embeds[row], atol=1e-5)
             assert torch.allclose(single.image_embeds[0], batch.image_embeds[row], atol=1e-5)
             assert torch.allclose(single.fused_hidden_state[0], batch.fused_hidden_state[row, :real], atol=1e-5)

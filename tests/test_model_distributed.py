@@ -76,6 +76,14 @@ def test_gradients_equal_single_process(two_process_run, one_process_run):
         torch.testing.assert_close(distributed[name], grad, atol=ATOL, rtol=RTOL, msg=name)
 
 
+def test_a_forward_on_rank_zero_alone_computes_the_local_loss(two_process_run):
+    """No implicit collective: rank 0 alone asking for the contrastive loss finishes (the launch would hang
+    otherwise), with the loss of its own batch."""
+    alone = two_process_run["rank_zero_alone"]
+    assert torch.isfinite(alone["loss"])
+    torch.testing.assert_close(alone["loss"], alone["local_loss"])
+
+
 def test_gather_without_gradient_is_detected(two_process_run, one_process_run):
     """Control: with an all-gather that carries no gradient, the projections' gradients no longer match."""
     broken, single = two_process_run["gradients_without_gather_grad"], one_process_run["gradients"]

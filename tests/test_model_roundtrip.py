@@ -23,7 +23,7 @@ from modeling_medvl import (
 
 # Absolute imports the saved code may make: installed third-party packages only.
 THIRD_PARTY = {"torch", "transformers", "timm", "safetensors", "huggingface_hub", "numpy", "PIL", "json", "copy",
-               "dataclasses", "pathlib", "shutil", "collections", "typing", "math"}
+               "dataclasses", "pathlib", "shutil", "collections", "typing", "math", "inspect"}
 
 # Swin exercises buffers timm derives at construction (relative position index): they must survive loading.
 TINY_SWIN = {
@@ -80,7 +80,7 @@ def build_cases(root):
     pretraining_inputs = {**paired, "mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels,
                           "loss_terms": ("itc", "mlm")}
     cases = {
-        "base_from_pretraining": ("pretraining", pretraining.medvl, "AutoModel", paired,
+        "base_from_pretraining": ("pretraining", pretraining.medvl, "AutoModel", {**paired, "compute_fusion": True},
                                   ["logits_per_image", "fused_hidden_state", "text_embeds"]),
         "pretraining": ("pretraining", pretraining, "AutoModelForPreTraining", pretraining_inputs,
                         ["loss", "image_embeds", "mlm_logits", "logit_scale"]),

@@ -79,8 +79,9 @@ def _split_rows(tensor, sizes):
 class ExactAccumulationStep:
     """Compute gradients of one global batch, given as this rank's list of micro-batches.
 
-    `itc_loss(image_embeds, text_embeds, logit_scale)` is `contrastive_loss`'s contract: this rank's
-    rows in, the mean over them of the loss against every rank's rows out.
+    `itc_loss(image_embeds, text_embeds, logit_scale, process_group=...)` is `contrastive_loss`'s contract:
+    this rank's rows in, the mean over them of the loss against every rank's rows out. The group is every
+    process of the accelerator (`None`, no collective, in a single process).
     `loss_weights` maps term name ("itc", "mlm", "itm") to its weight in the composite loss.
     """
 
@@ -90,6 +91,7 @@ class ExactAccumulationStep:
         self.loss_weights = {name: float(w) for name, w in loss_weights.items() if float(w) > 0}
         self.micro_batch_terms = tuple(name for name in self.loss_weights if name != "itc")
         self.replay_tolerance = replay_tolerance
+        self.process_group = torch.distributed.group.WORLD if accelerator.num_processes > 1 else None
 
     def _forward(self, model, micro_batch, with_terms: bool):
         inputs = dict(micro_batch)
@@ -114,7 +116,7 @@ class ExactAccumulationStep:
         texts = text_embeds.detach().float().requires_grad_(True)
         scale = logit_scale.detach().float().clone().requires_grad_(True)
         with torch.enable_grad():
-            local_loss = self.itc_loss(images, texts, scale)
+            local_loss = self.itc_loss(images, texts, scale, process_group=self.process_group)
             grad_images, grad_texts, grad_scale = torch.autograd.grad(local_loss, (images, texts, scale))
         return self._all_mean(float(local_loss.detach())), grad_images, grad_texts, grad_scale
 
@@ -149,7 +151,8 @@ class ExactAccumulationStep:
     def _single_pass(self, model, micro_batch) -> StepLosses:
         """One micro-batch per rank: the model's own distributed ITC is already exact, no cache needed."""
         with self.accelerator.autocast():
-            outputs = model(**micro_batch, return_loss=True, loss_terms=("itc",) + self.micro_batch_terms)
+            outputs = model(**micro_batch, return_loss=True, loss_terms=("itc",) + self.micro_batch_terms,
+                            contrastive_process_group=self.process_group)
         local_itc = outputs.loss_terms["itc"].float()
         itc = self._all_mean(float(local_itc.detach()))
         if not math.isfinite(itc):  # identical on every rank: all skip the backward together

@@ -260,6 +260,7 @@ class PretrainingRun:
         finite = losses.finite and math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
+            self.unwrapped.clamp_logit_scale_()  # the forward only guards it: keep the parameter itself in range
             state["consecutive_nonfinite"] = 0
         else:
             state["consecutive_nonfinite"] += 1

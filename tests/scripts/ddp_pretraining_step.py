@@ -72,9 +72,12 @@ def make_global_batch(config: MedVLConfig) -> dict[str, torch.Tensor]:
     }
 
 
-def forward_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Loss and unweighted terms of one step; gradients are left in the parameters."""
-    output = model(**batch, return_loss=True, loss_terms=LOSS_TERMS)
+def forward_backward(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], process_group=None
+) -> tuple[torch.Tensor, dict]:
+    """Loss and unweighted terms of one step (ITC over `process_group`'s ranks); gradients are left in the
+    parameters."""
+    output = model(**batch, return_loss=True, loss_terms=LOSS_TERMS, contrastive_process_group=process_group)
     output.loss.backward()
     return output.loss.detach(), {name: value.detach() for name, value in output.loss_terms.items()}
 
@@ -88,7 +91,7 @@ def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def gather_without_grad(features: torch.Tensor) -> torch.Tensor:
+def gather_without_grad(features: torch.Tensor, process_group) -> torch.Tensor:
     """The classic mistake: other ranks' features arrive as constants, so their losses send this rank nothing."""
     gathered = [torch.empty_like(features) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, features.detach())
@@ -111,12 +114,24 @@ def main(output_path: str) -> None:
 
     def step():
         model.zero_grad(set_to_none=True)
-        loss, terms = forward_backward(model, local_batch)
+        loss, terms = forward_backward(model, local_batch, dist.group.WORLD)
         rank_losses = accelerator.gather(loss[None])
         rank_terms = {name: accelerator.gather(value[None]).mean() for name, value in terms.items()}
         return rank_losses, rank_terms, gradients(model)
 
     rank_losses, rank_terms, grads = step()
+    # Rank 0 alone (as in an evaluation or a callback) asks for the contrastive loss while rank 1 waits at the
+    # barrier: without a group, the loss must stay local rather than enter a collective that never completes.
+    rank_zero_alone = None
+    if accelerator.is_main_process:
+        with torch.no_grad():
+            alone = accelerator.unwrap_model(model).medvl(
+                input_ids=local_batch["input_ids"], pixel_values=local_batch["pixel_values"],
+                attention_mask=local_batch["attention_mask"], return_loss=True,
+            )
+        expected = losses_medvl.contrastive_loss(alone.image_embeds, alone.text_embeds, alone.logit_scale)
+        rank_zero_alone = {"loss": alone.loss, "local_loss": expected}
+    accelerator.wait_for_everyone()
     losses_medvl.gather_with_grad = gather_without_grad
     _, _, grads_without_gather_grad = step()
     if accelerator.is_main_process:
@@ -128,6 +143,7 @@ def main(output_path: str) -> None:
                 "loss_terms": rank_terms,
                 "gradients": grads,
                 "gradients_without_gather_grad": grads_without_gather_grad,
+                "rank_zero_alone": rank_zero_alone,
             },
             output_path,
         )
