@@ -8,7 +8,9 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_medvl import MedVLConfig
 from .layers_medvl import MedVLLMHead, MedVLReportDecoder
@@ -33,12 +35,14 @@ class MedVLGenerationOutput(ModelOutput):
         keys/values of the image tokens (projected once, at the first step).
     image_tokens (`torch.FloatTensor` of shape `(batch, num_image_tokens, vision_hidden_size)`): Encoded image,
         reused by later generation steps instead of re-running the vision tower.
+    image_outputs (`BaseModelOutputWithPooling`, *optional*): The vision tower's output, when this call ran it.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: Cache | None = None
     image_tokens: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
@@ -69,6 +73,7 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head.decoder = value
 
+    @deprecate_kwarg("past_key_values", version="6.0.0", new_name="cache", raise_if_both_names=True)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -92,15 +97,13 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
         use_cache (`bool`, *optional*): Start a cache when none is given (not in training).
         image_tokens (`torch.FloatTensor`, *optional*): Output of an earlier call, instead of `pixel_values`.
         """
-        if "past_key_values" in kwargs:
-            if cache is not None:
-                raise ValueError("Pass the cache once, as `cache` (`past_key_values` is its former name).")
-            cache = kwargs.pop("past_key_values")
         if input_ids is None:
             raise ValueError("input_ids are required (at least a start token per example).")
+        image_outputs = None
         if image_tokens is None:
             check_paired_batch(input_ids, pixel_values)
-            image_tokens = self.vision_model(pixel_values).last_hidden_state
+            image_outputs = self.vision_model(pixel_values)
+            image_tokens = image_outputs.last_hidden_state
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if cache is None and use_cache and not self.training:
             cache = DynamicCache()
@@ -120,7 +123,9 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
             shifted_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
             shifted_labels = labels[:, 1:].reshape(-1)
             loss = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX)
-        output = MedVLGenerationOutput(loss=loss, logits=logits, cache=cache, image_tokens=image_tokens)
+        output = MedVLGenerationOutput(
+            loss=loss, logits=logits, cache=cache, image_tokens=image_tokens, image_outputs=image_outputs
+        )
         return output if return_dict else output.to_tuple()
 
     def prepare_inputs_for_generation(self, input_ids, image_tokens=None, **kwargs):

@@ -58,7 +58,8 @@ class MedVLForImageClassificationTest(MedVLCommonTests, unittest.TestCase):
 
         plain = gradients()
         model.activation_checkpointing_enable()
-        self.assertTrue(model.vision_model.backbone.grad_checkpointing)
+        self.assertTrue(model.vision_model.gradient_checkpointing)
+        self.assertTrue(all("forward" in vars(block) for block in model.vision_model.blocks))
         checkpointed = gradients()
         self.assertEqual(set(plain), set(checkpointed))
         for name, grad in plain.items():

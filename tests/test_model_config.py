@@ -104,3 +104,38 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(loaded.vision_config, MedVLVisionConfig)
     assert loaded.to_dict() == config.to_dict()
     assert loaded.num_labels == 14 and loaded.fusion_type == "merged"
+
+
+def test_padding_is_never_the_token_a_causal_tower_pools_at():
+    """The padding row of the embedding table is zero and never trained: were it also EOS, every pooled EOS
+    embedding of the CLIP-style preset would be zero."""
+    text = MedVLConfig.from_preset("vit-l14-336").text_config
+    assert text.pad_token_id not in (text.eos_token_id, text.bos_token_id)
+    torch.manual_seed(0)
+    small = MedVLConfig.from_preset(
+        "tiny", mlm_weight=0.0, text_config={"is_causal": True, "pad_token_id": text.pad_token_id % 1000}
+    )
+    model = MedVLForPreTraining(small).medvl
+    eos = small.text_config.eos_token_id
+    assert model.text_model.embeddings.word_embeddings.weight[eos].abs().sum() > 0
+    with pytest.raises(ValueError, match="pad_token_id=2 is also the start or end token"):
+        MedVLTextConfig(vocab_size=10, pad_token_id=2, bos_token_id=1, eos_token_id=2, mask_token_id=3)
+
+
+def test_saved_config_holds_no_path_of_the_saving_machine(tmp_path):
+    weights = tmp_path / "timm_weights.safetensors"
+    config = MedVLConfig.from_preset("tiny")
+    from safetensors.torch import save_file
+
+    from modeling_medvl.vision_medvl import build_backbone
+
+    save_file(build_backbone(config.vision_config).state_dict(), str(weights))
+    seeded = MedVLConfig.from_preset("tiny", vision_config={"weights_path": str(weights)})
+    model = MedVLForPreTraining(seeded)
+    model.save_pretrained(tmp_path / "saved")
+    saved = (tmp_path / "saved" / "config.json").read_text()
+    assert str(tmp_path) not in saved and "weights_path" not in saved.replace('"weights_path": null', "")
+    reloaded = MedVLForPreTraining.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.vision_config.weights_path is None
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name

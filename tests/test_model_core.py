@@ -287,3 +287,72 @@ def test_mean_pooling_ignores_padding_and_separates_texts_from_the_first_step():
         cosine = unit @ unit.t()
         spread[pooling] = 1 - cosine[~torch.eye(3, dtype=torch.bool)].mean().item()
     assert spread["mean"] > 5 * spread["cls"], spread
+
+
+def flash_style_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, is_causal=None, **kwargs):
+    """What a flash kernel takes: a 2-D `(batch, key_length)` padding mask or None, and a causal flag aligned to
+    the bottom right (queries are the last positions of the keys, as with a cache). Computed here with plain ops."""
+    assert attention_mask is None or attention_mask.ndim == 2, "flash kernels take a 2-D padding mask"
+    query_length, key_length = query.shape[2], key.shape[2]
+    allowed = torch.ones(query.shape[0], 1, query_length, key_length, dtype=torch.bool)
+    if attention_mask is not None:
+        allowed &= attention_mask.bool()[:, None, None, :]
+    if is_causal:
+        offset = key_length - query_length
+        allowed &= torch.ones(query_length, key_length, dtype=torch.bool).tril(offset)
+    output = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def use_flash_style_kernel(model):
+    """transformers only accepts a flash implementation it can load (none on a CPU): set the registered stand-in
+    on the configs directly, as `set_attn_implementation` would."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("flash_style_test", flash_style_attention)
+    for config in (model.config, model.config.text_config, model.config.vision_config):
+        config._attn_implementation_internal = "flash_style_test"
+
+
+@pytest.mark.parametrize("fusion_type, causal", [("cross_attention", False), ("merged", False), ("cross_attention", True)])
+def test_flash_style_kernels_get_2d_masks_and_agree_with_eager(fusion_type, causal):
+    config = tiny(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
+    model = MedVLModel(config).eval()
+    pixel_values, input_ids, attention_mask = make_batch()
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                      compute_fusion=True)
+        use_flash_style_kernel(model)
+        flash = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                      compute_fusion=True)
+    real = attention_mask.bool()
+    torch.testing.assert_close(flash.fused_hidden_state[real], eager.fused_hidden_state[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flash.text_embeds, eager.text_embeds, atol=1e-5, rtol=1e-5)
+
+
+def test_flash_style_kernels_generate_what_eager_generates():
+    from modeling_medvl import MedVLForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = MedVLForConditionalGeneration(tiny()).eval()
+    prompts = torch.tensor([[0, 1, 7], [1, 8, 9]])  # the first is left-padded
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    pixel_values = torch.randn(2, 3, 64, 64)
+    eager = model.generate(input_ids=prompts, attention_mask=mask, pixel_values=pixel_values, max_new_tokens=5,
+                           do_sample=False, output_scores=True, return_dict_in_generate=True)
+    use_flash_style_kernel(model)
+    flash = model.generate(input_ids=prompts, attention_mask=mask, pixel_values=pixel_values, max_new_tokens=5,
+                           do_sample=False, output_scores=True, return_dict_in_generate=True)
+    assert torch.equal(flash.sequences, eager.sequences)
+    torch.testing.assert_close(torch.stack(flash.scores), torch.stack(eager.scores), atol=1e-4, rtol=1e-4)
+
+
+def test_every_paired_class_takes_input_ids_then_pixel_values():
+    import inspect
+
+    from modeling_medvl import MedVLForConditionalGeneration, MedVLForQuestionAnswering
+
+    for model_class in (MedVLModel, MedVLForPreTraining, MedVLForQuestionAnswering, MedVLForConditionalGeneration):
+        parameters = list(inspect.signature(model_class.forward).parameters)[1:4]
+        assert parameters == ["input_ids", "pixel_values", "attention_mask"], (model_class.__name__, parameters)
+    assert list(inspect.signature(MedVLModel.encode).parameters)[1:3] == ["input_ids", "pixel_values"]
