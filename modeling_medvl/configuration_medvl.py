@@ -191,6 +191,8 @@ class MedVLConfig(PreTrainedConfig):
 
     model_type = "medvl"
     sub_configs_defaults = {"vision_config": MedVLVisionConfig, "text_config": MedVLTextConfig}
+    # The same map under the name transformers before 5.24 reads (it builds no sub-config itself: see below).
+    sub_configs = sub_configs_defaults
 
     vision_config: dict | MedVLVisionConfig | None = None
     text_config: dict | MedVLTextConfig | None = None
@@ -209,7 +211,11 @@ class MedVLConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)  # builds the sub-configs
+        for key, config_class in self.sub_configs.items():
+            value = getattr(self, key)
+            if not isinstance(value, config_class):
+                setattr(self, key, config_class(**(value or {})))
+        super().__post_init__(**kwargs)
         self.check_fields()
 
     def check_fields(self):

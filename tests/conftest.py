@@ -10,9 +10,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM_DIR = Path(__file__).resolve().parent / ".upstream"
+# One folder per transformers version, so that CI's legs (newest and lowest versions) each find their own.
+UPSTREAM_DIR = Path(__file__).resolve().parent / ".upstream" / f"transformers-{transformers.__version__}"
 
 # pytest-xdist runs one worker per core: keep each worker to one thread so they do not fight.
 if os.environ.get("PYTEST_XDIST_WORKER"):

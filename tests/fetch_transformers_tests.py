@@ -1,8 +1,8 @@
 """Fetch transformers' own common tests (ModelTesterMixin, ConfigTester, ProcessorTesterMixin,
 ImageProcessingTestMixin) from the source distribution of the *installed* transformers version.
 
-They are unpacked under ``tests/.upstream/`` as the package ``transformers_tests`` (never
-committed) so MedVL's tests can run them. Run once after installing; it is a no-op when the
+They are unpacked under ``tests/.upstream/transformers-<version>/`` as the package
+``transformers_tests`` (never committed) so MedVL's tests can run them. Run once after installing; it is a no-op when the
 matching version is already there.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import transformers
 
-UPSTREAM_DIR = Path(__file__).resolve().parent / ".upstream"
+UPSTREAM_DIR = Path(__file__).resolve().parent / ".upstream" / f"transformers-{transformers.__version__}"
 PACKAGE_NAME = "transformers_tests"
 
 # The sdist carries tests/*.py but not the sub-folders and repo-level helpers those files import.

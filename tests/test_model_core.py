@@ -185,7 +185,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(**inputs).loss.backward()
     reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    model.activation_checkpointing_enable()
+    model.gradient_checkpointing_enable()  # activation_checkpointing_enable from 5.24 on
     assert model.medvl.vision_model.gradient_checkpointing and model.medvl.text_model.layers[0].gradient_checkpointing
     assert model.medvl.fusion.layers[0].gradient_checkpointing
     model(**inputs).loss.backward()

@@ -40,12 +40,13 @@ def test_fresh_vision_tower_is_initialised_as_timm_builds_it(family):
     assert set(reference) <= set(tower)
     for name, tensor in reference.items():
         assert torch.equal(tower[name], tensor), f"{family}: {name} differs from timm's initialisation"
-    # The statistics that the old scheme got wrong, checked explicitly.
+    # What MedVL's own initialiser used to overwrite, checked explicitly.
     if family == "vit":
         norms = [m.weight for m in model.vision_model.backbone.modules() if type(m).__name__ == "RmsNorm"]
         gammas = [m.gamma for m in model.vision_model.backbone.modules() if type(m).__name__ == "LayerScale"]
         assert norms and all(bool((w == 1).all()) for w in norms)
-        assert gammas and all(torch.allclose(g, torch.full_like(g, 1e-5)) for g in gammas)
+        # A constant start (1e-5 as asked in current timm; timm 1.0.21 resets it to 1): never a random draw.
+        assert gammas and all(bool((g == g.flatten()[0]).all()) for g in gammas)
 
 
 @pytest.mark.parametrize("family", sorted(TOWERS))
