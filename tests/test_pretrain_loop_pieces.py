@@ -119,3 +119,52 @@ def test_zero_shot_auc_skips_uncertain_and_blank_labels():
     flipped = zero_shot_auc(images, negative, positive, labels, ["Edema"])
     assert flipped["zero_shot_auc"] == 0.0
     assert math.isnan(zero_shot_auc(images, positive, negative, np.ones((5, 1)), ["Edema"])["zero_shot_auc"])
+
+
+def test_zero_shot_scores_are_p_positive_from_the_pair():
+    images = np.array([[1.0, 0.0], [0.0, 1.0]])
+    positive, negative = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    result = zero_shot_auc(images, positive, negative, np.array([[1.0], [0.0]]), ["Edema"], logit_scale=10.0)
+    expected = np.exp(10.0) / (np.exp(10.0) + np.exp(0.0))
+    np.testing.assert_allclose(result["zero_shot_scores"][:, 0], [expected, 1.0 - expected])
+
+
+def test_versioned_prompts_cover_every_label_with_ensembles(tmp_path):
+    from processing.chexpert import CHEXPERT_LABELS
+    from train.zero_shot_eval import load_prompts
+
+    prompts = load_prompts()
+    assert prompts["version"] == "3"
+    assert set(prompts["labels"]) == set(CHEXPERT_LABELS)
+    for label, (positive, negative) in prompts["labels"].items():
+        assert positive and negative and not set(positive) & set(negative), label
+    # Side-specific findings name both sides, so neither side is favoured.
+    for label in ("Pleural Effusion", "Pneumothorax", "Consolidation"):
+        positive = " ".join(prompts["labels"][label][0])
+        assert "left" in positive and "right" in positive, label
+    custom = tmp_path / "prompts.yaml"
+    custom.write_text("version: site-3\nlabels:\n  Edema: {positive: [Edema.], negative: [No edema.]}\n")
+    mine = load_prompts(custom)
+    assert mine["labels"]["Edema"] == (["Edema."], ["No edema."]) and mine["version"] == "site-3 (on default 3)"
+    assert mine["labels"]["Cardiomegaly"] == prompts["labels"]["Cardiomegaly"]
+    custom.write_text("labels:\n  Edemaa: [a, b]\n")
+    with pytest.raises(ValueError, match="unknown label 'Edemaa'"):
+        load_prompts(custom)
+    custom.write_text("labels:\n  Edema: {positive: [], negative: [b]}\n")
+    with pytest.raises(ValueError, match="non-empty positive"):
+        load_prompts(custom)
+
+
+def test_prompt_ensembles_average_their_phrasings():
+    from train.zero_shot_eval import embed_prompt_ensembles
+
+    table = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0]) / np.sqrt(2)}
+    import train.zero_shot_eval as zero_shot_eval
+
+    original = zero_shot_eval.embed_texts
+    zero_shot_eval.embed_texts = lambda model, processor, texts, max_length, device: np.stack([table[t] for t in texts])
+    try:
+        means = embed_prompt_ensembles(None, None, [["a", "b"], ["c"]])
+    finally:
+        zero_shot_eval.embed_texts = original
+    np.testing.assert_allclose(means, [table["c"], table["c"]], atol=1e-12)

@@ -1,8 +1,10 @@
 """Downstream validation of a pretrained MedVL model without fine-tuning.
 
-- Zero-shot findings AUC: for each CheXpert label, an image's score is its similarity to a
-  positive prompt minus its similarity to a negative prompt; ROC-AUC against the label (1 vs 0;
-  uncertain -1 and blank are left out), macro-averaged over labels that have both classes.
+- Zero-shot findings AUC: for each CheXpert label, an image's score is P(positive) from the pair of
+  prompt-ensemble embeddings (the positive phrasings' mean embedding against the negative ones', a
+  softmax over the two similarities at the model's temperature, as CheXzero scores); ROC-AUC against
+  the label (1 vs 0; uncertain -1 and blank are left out), macro-averaged over labels that have both
+  classes. The prompts are versioned in `train/configs/zero_shot_prompts.yaml`.
 - Image-to-text retrieval recall@k over the validation reports. Many studies share a report
   (normal studies especially), so a retrieved report counts as a hit when its text equals the
   image's own report; the chance level is computed for exactly that rule.
@@ -19,56 +21,62 @@ from tqdm.auto import tqdm
 
 from processing.chexpert import CHEXPERT_LABELS
 
-# Positive / negative phrasings in the style of radiology reports. Positives state the finding the way
-# reports do ("Moderate left pleural effusion."), not as "There is a ...": normal reports are full of
-# "There is no ...", so that opener pulls a positive prompt towards the normal studies.
-DEFAULT_PROMPTS = {
-    "No Finding": ("No acute cardiopulmonary abnormality.", "Abnormal chest radiograph."),
-    "Enlarged Cardiomediastinum": ("The cardiomediastinal silhouette is enlarged.", "The mediastinum is normal."),
-    "Cardiomegaly": ("The heart is enlarged. Cardiomegaly.", "The heart size is normal."),
-    "Lung Opacity": ("Opacity in the lung.", "The lungs are clear."),
-    "Lung Lesion": ("Pulmonary nodule.", "No pulmonary nodule."),
-    "Edema": ("Moderate pulmonary edema.", "No pulmonary edema."),
-    "Consolidation": ("Focal consolidation in the lower lobe.", "No focal consolidation."),
-    "Pneumonia": ("Findings consistent with pneumonia.", "No evidence of pneumonia."),
-    "Atelectasis": ("Bibasilar atelectasis.", "No atelectasis."),
-    "Pneumothorax": ("Moderate pneumothorax.", "No pneumothorax."),
-    "Pleural Effusion": ("Moderate pleural effusion.", "No pleural effusion."),
-    "Pleural Other": ("Pleural thickening.", "No pleural abnormality."),
-    "Fracture": ("Acute rib fracture.", "No acute fracture."),
-    "Support Devices": ("Support devices in standard position.", "No support devices."),
-}
+DEFAULT_PROMPTS_FILE = Path(__file__).resolve().parent / "configs" / "zero_shot_prompts.yaml"
+
+
+def _phrasings(path, label, value, side) -> list[str]:
+    phrasings = [value] if isinstance(value, str) else value
+    if not (isinstance(phrasings, list) and phrasings and all(isinstance(p, str) and p.strip() for p in phrasings)):
+        raise ValueError(f"{path}: label {label!r} needs one or more non-empty {side} phrasings")
+    return list(phrasings)
 
 
 def load_prompts(path=None) -> dict:
-    """Prompts per label: the defaults, updated from a YAML/JSON file {label: [positive, negative]}."""
-    prompts = dict(DEFAULT_PROMPTS)
-    if path is None:
-        return prompts
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    for label, pair in values.items():
-        if label not in CHEXPERT_LABELS:
-            raise ValueError(f"{path}: unknown label {label!r}; labels are {CHEXPERT_LABELS}")
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise ValueError(f"{path}: label {label!r} needs [positive prompt, negative prompt]")
-        prompts[label] = tuple(pair)
+    """`{"version": ..., "labels": {label: (positive phrasings, negative phrasings)}}` from the versioned default
+    file, or from `path` (same layout: `version`, then `labels: {label: {positive: [...], negative: [...]}}`;
+    labels it leaves out keep the defaults). A label may also be given as `[positive, negative]`."""
+    default = yaml.safe_load(DEFAULT_PROMPTS_FILE.read_text())
+    prompts = {"version": str(default["version"]), "labels": {}}
+    sources = [(DEFAULT_PROMPTS_FILE, default)]
+    if path is not None:
+        user = yaml.safe_load(Path(path).read_text()) or {}
+        if "labels" not in user:
+            user = {"version": f"{Path(path).name}", "labels": user}
+        prompts["version"] = f"{user.get('version', Path(path).name)} (on default {prompts['version']})"
+        sources.append((path, user))
+    for source, values in sources:
+        for label, pair in (values.get("labels") or {}).items():
+            if label not in CHEXPERT_LABELS:
+                raise ValueError(f"{source}: unknown label {label!r}; labels are {CHEXPERT_LABELS}")
+            if isinstance(pair, dict):
+                positive, negative = pair.get("positive"), pair.get("negative")
+            elif isinstance(pair, (list, tuple)) and len(pair) == 2:
+                positive, negative = pair
+            else:
+                raise ValueError(f"{source}: label {label!r} needs {{positive: [...], negative: [...]}}")
+            prompts["labels"][label] = (
+                _phrasings(source, label, positive, "positive"), _phrasings(source, label, negative, "negative")
+            )
     return prompts
 
 
-def zero_shot_auc(image_embeds, positive_embeds, negative_embeds, label_matrix, label_names) -> dict:
-    """AUC per label from prompt-difference scores; `label_matrix` is (N, L) with nan for left-out entries."""
+def zero_shot_auc(image_embeds, positive_embeds, negative_embeds, label_matrix, label_names, logit_scale=1.0) -> dict:
+    """AUC per label of P(positive) = softmax(logit_scale * [image.positive, image.negative])[0]; `label_matrix`
+    is (N, L) with nan for left-out entries, the embeddings (L, dim) per label."""
     image_embeds = np.asarray(image_embeds, dtype=np.float64)
-    scores = image_embeds @ np.asarray(positive_embeds, np.float64).T - image_embeds @ np.asarray(
+    difference = image_embeds @ np.asarray(positive_embeds, np.float64).T - image_embeds @ np.asarray(
         negative_embeds, np.float64
     ).T
+    scores = 1.0 / (1.0 + np.exp(-float(logit_scale) * difference))
     per_label = {}
     for column, name in enumerate(label_names):
         targets = label_matrix[:, column]
         keep = (targets == 0) | (targets == 1)
         if keep.sum() and 0 < targets[keep].sum() < keep.sum():
-            per_label[name] = float(roc_auc_score(targets[keep], scores[keep, column]))
+            # AUC on the difference: P(positive) is monotone in it, and saturates to ties at a high temperature.
+            per_label[name] = float(roc_auc_score(targets[keep], difference[keep, column]))
     macro = float(np.mean(list(per_label.values()))) if per_label else float("nan")
-    return {"zero_shot_auc": macro, "zero_shot_auc_per_label": per_label}
+    return {"zero_shot_auc": macro, "zero_shot_auc_per_label": per_label, "zero_shot_scores": scores}
 
 
 def retrieval_recall(image_embeds, text_embeds, texts, ks=(1, 5, 10)) -> dict:
@@ -129,26 +137,47 @@ def embed_texts(model, processor, texts, max_length=256, device="cpu"):
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
 
+def embed_prompt_ensembles(model, processor, ensembles, max_length=256, device="cpu") -> np.ndarray:
+    """One embedding per ensemble: the normalised mean of its phrasings' normalised embeddings."""
+    flat = [text for ensemble in ensembles for text in ensemble]
+    embeds = embed_texts(model, processor, flat, max_length, device)
+    means, start = [], 0
+    for ensemble in ensembles:
+        mean = embeds[start : start + len(ensemble)].mean(axis=0)
+        means.append(mean / max(np.linalg.norm(mean), 1e-12))
+        start += len(ensemble)
+    return np.stack(means)
+
+
 def evaluate_pretraining(model, processor, dataset, prompts, batch_size=64, max_length=256, device="cpu") -> dict:
     """Zero-shot AUC (labels present in `dataset`) and image-to-text retrieval recall on `dataset`."""
     was_training = model.training
     model.eval()
     try:
         image_embeds, text_embeds = embed_dataset(model, processor, dataset, batch_size, max_length, device)
-        names = [name for name in CHEXPERT_LABELS if name in prompts]
-        positive = embed_texts(model, processor, [prompts[name][0] for name in names], max_length, device)
-        negative = embed_texts(model, processor, [prompts[name][1] for name in names], max_length, device)
+        names = [name for name in CHEXPERT_LABELS if name in prompts["labels"]]
+        positive = embed_prompt_ensembles(
+            model, processor, [prompts["labels"][name][0] for name in names], max_length, device
+        )
+        negative = embed_prompt_ensembles(
+            model, processor, [prompts["labels"][name][1] for name in names], max_length, device
+        )
+        logit_scale = float(model.clamped_logit_scale())
     finally:
         model.train(was_training)
     results = retrieval_recall(image_embeds, text_embeds, dataset["report"])
+    results["zero_shot_prompts_version"] = prompts["version"]
     if "labels" in dataset.column_names:
         matrix = label_matrix_from_rows(dataset["labels"], names)
-        results.update(zero_shot_auc(image_embeds, positive, negative, matrix, names))
+        auc = zero_shot_auc(image_embeds, positive, negative, matrix, names, logit_scale)
+        auc.pop("zero_shot_scores")
+        results.update(auc)
     return results
 
 
 __all__ = [
-    "DEFAULT_PROMPTS",
+    "DEFAULT_PROMPTS_FILE",
+    "embed_prompt_ensembles",
     "load_prompts",
     "zero_shot_auc",
     "retrieval_recall",
