@@ -1,8 +1,11 @@
 """Learning check: a tiny MedVL pretrained for a few CPU minutes on SynthCXR (64 px) through
 train/pretrain.py lowers its contrastive loss, reaches a macro zero-shot AUC and an image-to-text
-recall@5 clearly above chance (measured after 200 steps: AUC 0.69, cardiomegaly 0.87, pleural
-effusion 0.84; recall@5 3x chance), and its best checkpoint reloads and reproduces the logged
+recall@5 clearly above chance, and its best checkpoint reloads and reproduces the logged
 validation metric.
+
+Measured with this command at 2 threads and zero-shot prompts version 3, after 200 steps, for
+training seeds 0 / 1 / 2 (the test runs seed 0; the run is deterministic given seed and threads):
+macro AUC 0.61 / 0.68 / 0.69, cardiomegaly 0.80 / 0.86 / 0.88, recall@5 3.0x / 2.6x / 3.2x chance.
 """
 
 import json
