@@ -155,16 +155,11 @@ def test_versioned_prompts_cover_every_label_with_ensembles(tmp_path):
         load_prompts(custom)
 
 
-def test_prompt_ensembles_average_their_phrasings():
-    from train.zero_shot_eval import embed_prompt_ensembles
-
-    table = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0]) / np.sqrt(2)}
+def test_prompt_ensembles_average_their_phrasings(monkeypatch):
     import train.zero_shot_eval as zero_shot_eval
 
-    original = zero_shot_eval.embed_texts
-    zero_shot_eval.embed_texts = lambda model, processor, texts, max_length, device: np.stack([table[t] for t in texts])
-    try:
-        means = embed_prompt_ensembles(None, None, [["a", "b"], ["c"]])
-    finally:
-        zero_shot_eval.embed_texts = original
+    table = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 1.0]) / np.sqrt(2)}
+    monkeypatch.setattr(zero_shot_eval, "embed_texts",
+                        lambda model, processor, texts, max_length, device: np.stack([table[t] for t in texts]))
+    means = zero_shot_eval.embed_prompt_ensembles(None, None, [["a", "b"], ["c"]])
     np.testing.assert_allclose(means, [table["c"], table["c"]], atol=1e-12)
