@@ -60,7 +60,9 @@ class DataArguments:
     num_workers: int = field(default=2, metadata={"help": "Dataloader worker processes per rank."})
     shuffle_buffer: int = field(default=1000, metadata={"help": "Shuffle buffer of streamed (wds) data."})
     zero_shot_prompts: Optional[str] = field(
-        default=None, metadata={"help": "YAML/JSON file mapping a CheXpert label to [positive, negative] prompts."}
+        default=None, metadata={"help": "YAML/JSON prompts in the layout of train/configs/zero_shot_prompts.yaml "
+                                        "(labels: {label: {positive: [...], negative: [...]}}); the labels it names "
+                                        "replace the versioned defaults."}
     )
 
 
