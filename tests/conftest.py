@@ -16,9 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # One folder per transformers version, so that CI's legs (newest and lowest versions) each find their own.
 UPSTREAM_DIR = Path(__file__).resolve().parent / ".upstream" / f"transformers-{transformers.__version__}"
 
-# pytest-xdist runs one worker per core: keep each worker to one thread so they do not fight.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# One thread in every test process, with or without pytest-xdist (which runs one worker per core), so that
+# `pytest` and `pytest -p no:xdist` compute the same numbers. Subprocesses set their own threads.
+torch.set_num_threads(1)
 
 
 def import_upstream_tests():

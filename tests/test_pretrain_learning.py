@@ -71,4 +71,5 @@ def test_best_checkpoint_reloads_with_its_metric(run_dir):
     validation = datasets.load_from_disk(str(synthcxr_cache_folder(run_dir / "data_cache", options)))
     results = evaluate_pretraining(model.medvl, processor, validation, load_prompts(), max_length=64)
     assert results["zero_shot_auc"] == pytest.approx(best["zero_shot_auc"], abs=1e-4)
-    assert results["recall@5"] == pytest.approx(best["recall@5"], abs=1e-6)
+    # Recomputed here with other threads and batch sizes: a near-tie may flip, at most one study's hit.
+    assert results["recall@5"] == pytest.approx(best["recall@5"], abs=1.0 / VALIDATION + 1e-9)
