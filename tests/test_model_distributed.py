@@ -2,14 +2,12 @@
 loss term and every parameter gradient, which shows gradients flow back through the contrastive all-gather."""
 
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from accelerate_launching import launch_two_processes
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "ddp_pretraining_step.py"
 ATOL = 1e-5
@@ -23,24 +21,10 @@ def load_script():
     return module
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("ddp") / "step.pt"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), str(output),
-    ]
-    # One thread per rank: two ranks share the two cores.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    result = launch_two_processes(SCRIPT, output, timeout=240)
     assert result.returncode == 0, f"accelerate launch failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return torch.load(output, weights_only=True)
 

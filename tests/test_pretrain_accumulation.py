@@ -2,10 +2,6 @@
 processes x 2 micro-batches under a real `accelerate launch` (gloo on CPU) - loss, each term and
 every gradient, the temperature's included."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,15 +17,11 @@ from train.contrastive_accumulation import ExactAccumulationStep
 from train.data_loading import PretrainCollator
 from train.pretrain_setup import build_processor, token_ids
 
+from accelerate_launching import launch_two_processes
+
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "pretrain_accumulated_step.py"
 GLOBAL_BATCH = 16
 ATOL, RTOL = 1e-6, 1e-4
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def split(batch, size):
@@ -122,14 +114,7 @@ def test_replay_is_checked_against_the_cache(fixture_dir, monkeypatch):
 
 def test_two_processes_equal_one_large_batch(fixture_dir, tmp_path):
     output = tmp_path / "two_process_step.pt"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(SCRIPT), str(fixture_dir), str(output), str(GLOBAL_BATCH // 4),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    result = launch_two_processes(SCRIPT, fixture_dir, output, GLOBAL_BATCH // 4)
     assert result.returncode == 0, f"accelerate launch failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     step = torch.load(output, weights_only=True)
     assert step["num_processes"] == 2 and step["micro_batches"] == 2

@@ -2,10 +2,6 @@
 resumed from `checkpoint-last` repeats the uninterrupted run's loss curve and final weights."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,26 +11,16 @@ from safetensors.torch import load_file
 from processing.synthcxr import generate_synthcxr
 from processing.tokenizer_training import train_clinical_tokenizer
 
+from accelerate_launching import launch_two_processes
+
 REPO = Path(__file__).resolve().parent.parent
 PRETRAIN = REPO / "train" / "pretrain.py"
 KILLED = Path(__file__).resolve().parent / "scripts" / "pretrain_killed_mid_run.py"
 MAX_STEPS, SAVE_STEPS, KILL_AT = 6, 2, 5
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(script, *arguments, expect_success=True):
-    command = [
-        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(script), *map(str, arguments),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = launch_two_processes(script, *arguments)
     if expect_success:
         assert result.returncode == 0, f"launch failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
