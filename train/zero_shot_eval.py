@@ -10,7 +10,6 @@
   image's own report; the chance level is computed for exactly that rule.
 """
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from processing.chexpert import CHEXPERT_LABELS
+from train.metrics.medvl_retrieval.medvl_retrieval import embedding_similarity, retrieval_recall_at_k
 
 DEFAULT_PROMPTS_FILE = Path(__file__).resolve().parent / "configs" / "zero_shot_prompts.yaml"
 
@@ -80,23 +80,13 @@ def zero_shot_auc(image_embeds, positive_embeds, negative_embeds, label_matrix, 
 
 
 def retrieval_recall(image_embeds, text_embeds, texts, ks=(1, 5, 10)) -> dict:
-    """Image-to-text recall@k where any report identical to the image's own counts as a hit."""
-    image_embeds = torch.as_tensor(np.asarray(image_embeds), dtype=torch.float64)
-    text_embeds = torch.as_tensor(np.asarray(text_embeds), dtype=torch.float64)
-    count = len(texts)
-    _, text_ids = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
-    text_ids = torch.as_tensor(text_ids)
-    same_text = text_ids[:, None] == text_ids[None, :]
-    ranking = (image_embeds @ text_embeds.T).argsort(dim=1, descending=True)
-    matches = torch.gather(same_text, 1, ranking)
-    copies = same_text.sum(dim=1).tolist()
+    """Image-to-text recall@k where any report identical to the image's own counts as a hit, and its chance
+    level: the `medvl_retrieval` metric's implementation, with the reports as group ids."""
+    both_ways = retrieval_recall_at_k(embedding_similarity(image_embeds, text_embeds), ks, group_ids=list(texts))
     results = {}
     for k in ks:
-        k = min(k, count)
-        results[f"recall@{k}"] = float(matches[:, :k].any(dim=1).double().mean())
-        # Chance: probability that k reports drawn at random include one of the m identical ones.
-        chance = [1.0 - math.comb(count - m, k) / math.comb(count, k) for m in copies]
-        results[f"chance_recall@{k}"] = float(np.mean(chance))
+        results[f"recall@{k}"] = both_ways[f"image_to_text_recall@{k}"]
+        results[f"chance_recall@{k}"] = both_ways[f"chance_recall@{k}"]
     return results
 
 
