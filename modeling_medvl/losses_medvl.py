@@ -34,8 +34,23 @@ def gather_with_grad(features: torch.Tensor, process_group) -> torch.Tensor:
     return torch.cat(all_gather(features, group=process_group), dim=0)
 
 
+def gather_ids(ids: torch.Tensor, process_group) -> torch.Tensor:
+    """Concatenate an integer tensor `(local_batch,)` from every rank of `process_group` in rank order (no
+    gradient). Identity for `process_group=None`."""
+    _, world_size = _group_rank_and_size(process_group)
+    if world_size == 1:
+        return ids
+    parts = [torch.empty_like(ids) for _ in range(world_size)]
+    dist.all_gather(parts, ids.contiguous(), group=process_group)
+    return torch.cat(parts)
+
+
 def contrastive_loss(
-    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, process_group=None
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    process_group=None,
+    match_groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP), over the local batch or over the global batch of `process_group`.
 
@@ -48,6 +63,9 @@ def contrastive_loss(
             group (`torch.distributed.group.WORLD` for every rank) makes every rank of it score its local rows
             against all ranks' columns (gathered with gradients; labels offset by rank); every rank of the group
             must then make the call.
+        match_groups: `None` (default): row i's only positive is column i. Else `(local_batch,)` integer ids: every
+            column of the global batch with row i's id is a positive, with an equal share of a soft target (the
+            label-aware target; duplicate and same-finding reports stop being false negatives).
 
     With a group, each rank returns the mean over its local rows. The all-gather's backward sums the gradient every
     rank's loss sends to a feature, and DDP averages parameter gradients over ranks, so the averaged update equals
@@ -63,10 +81,21 @@ def contrastive_loss(
     all_image_embeds = gather_with_grad(image_embeds, process_group)
     all_text_embeds = gather_with_grad(text_embeds, process_group)
     local_batch = image_embeds.shape[0]
-    labels = torch.arange(local_batch, device=image_embeds.device) + rank * local_batch
     logits_per_image = logit_scale * image_embeds.float() @ all_text_embeds.float().t()
     logits_per_text = logit_scale * text_embeds.float() @ all_image_embeds.float().t()
-    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+    if match_groups is None:
+        labels = torch.arange(local_batch, device=image_embeds.device) + rank * local_batch
+        return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+    if match_groups.shape != (local_batch,) or match_groups.is_floating_point():
+        raise ValueError(
+            f"match_groups must be integer ids of shape ({local_batch},), got {match_groups.dtype} "
+            f"{tuple(match_groups.shape)}."
+        )
+    all_groups = gather_ids(match_groups.to(image_embeds.device), process_group)
+    # Groups are symmetric, so one target matrix serves both directions.
+    targets = (match_groups.to(image_embeds.device)[:, None] == all_groups[None, :]).float()
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
 
 
 def mlm_loss(prediction_logits: torch.Tensor, mlm_labels: torch.Tensor) -> torch.Tensor:
@@ -141,6 +170,7 @@ def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor) -> torch.Tensor
 __all__ = [
     "IGNORE_INDEX",
     "contrastive_loss",
+    "gather_ids",
     "gather_with_grad",
     "itm_loss",
     "mask_tokens",

@@ -100,6 +100,7 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
         return_loss: bool | None = None,
         loss_terms: tuple[str, ...] | list[str] | str | None = None,
         contrastive_process_group=None,
+        match_groups: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
         token_type_ids: torch.LongTensor | None = None,
@@ -114,11 +115,20 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             whose weight in the config is positive. `loss` is the config-weighted sum of the computed terms.
         contrastive_process_group (*optional*): The `torch.distributed` group over whose ranks ITC is computed
             (every rank of it must call; `torch.distributed.group.WORLD` under DDP); default: this batch alone.
+        match_groups (`torch.LongTensor` of shape `(batch,)`, *optional*): Rows with the same id say the same thing
+            (same findings labels, or the same normalised report; the pretraining collator computes them). ITM never
+            takes such a pair as a negative; ITC uses them as soft targets with `contrastive_targets="label_aware"`.
         """
         check_paired_batch(input_ids, pixel_values)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return_loss = True if return_loss is None else return_loss
         terms = self.resolve_loss_terms(loss_terms) if return_loss else ()
+        if "itc" in terms and self.config.contrastive_targets == "label_aware" and match_groups is None:
+            raise ValueError("contrastive_targets='label_aware' needs match_groups (one group id per row).")
+        if match_groups is not None and match_groups.shape != (input_ids.shape[0],):
+            raise ValueError(
+                f"match_groups must hold one id per row: shape ({input_ids.shape[0]},), got {tuple(match_groups.shape)}."
+            )
         if (mlm_input_ids is None) != (mlm_labels is None) and "mlm" in terms:
             raise ValueError("Pass mlm_input_ids and mlm_labels together (or neither, to mask input_ids here).")
 
@@ -132,7 +142,8 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
         mlm_logits = itm_logits = itm_labels = None
         if "itc" in terms:
             losses["itc"] = contrastive_loss(
-                image_embeds, text_embeds, logit_scale, process_group=contrastive_process_group
+                image_embeds, text_embeds, logit_scale, process_group=contrastive_process_group,
+                match_groups=match_groups if self.config.contrastive_targets == "label_aware" else None,
             )
         if "mlm" in terms:
             if mlm_input_ids is None:
@@ -144,7 +155,7 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             losses["mlm"] = mlm_loss(mlm_logits, mlm_labels)
         if "itm" in terms:
             itm_logits, itm_labels = self.image_text_matching(
-                encoding.image_tokens, encoding.text_states, input_ids, attention_mask, logits_per_image
+                encoding.image_tokens, encoding.text_states, input_ids, attention_mask, logits_per_image, match_groups
             )
             if itm_logits is not None:
                 losses["itm"] = itm_loss(itm_logits, itm_labels)
@@ -189,18 +200,23 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         logits_per_image: torch.Tensor,
+        match_groups: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Positives plus one hard negative text per image and one hard negative image per text."""
+        """Positives plus one hard negative text per image and one hard negative image per text. Pairs with
+        identical reports or the same match group are never negatives: a normal image with another normal study's
+        report is a match in all but wording, and would teach the head nothing but its prior."""
         batch = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Identical reports (same tokens where both are real) are not negatives of each other.
         tokens = input_ids.masked_fill(attention_mask == 0, -1)
         same_text = (tokens[:, None, :] == tokens[None, :, :]).all(dim=-1)
+        if match_groups is not None:
+            same_text |= match_groups[:, None] == match_groups[None, :]
         image_rows, negative_texts, text_rows, negative_images = sample_hard_negatives(logits_per_image, same_text)
         if image_rows.numel() + text_rows.numel() == 0:
             logger.warning(
-                f"ITM skipped for this batch: its {batch} texts are all identical, so there are no negatives."
+                f"ITM skipped for this batch: its {batch} texts all say the same, so there are no negatives."
             )
             return None, None
         image_index = torch.cat([torch.arange(batch, device=input_ids.device), image_rows, negative_images])

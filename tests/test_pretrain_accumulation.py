@@ -1,6 +1,6 @@
 """The exact-accumulation step equals one large batch: 4 micro-batches in one process, and 2
 processes x 2 micro-batches under a real `accelerate launch` (gloo on CPU) - loss, each term and
-every gradient, the temperature's included."""
+every gradient, the temperature's included - with the CLIP target and with the label-aware one."""
 
 from pathlib import Path
 
@@ -33,18 +33,25 @@ def gradients(model):
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.fixture(scope="module")
-def fixture_dir(tmp_path_factory):
-    """A tiny model (ITM off: its negatives are sampled per batch) and one collated global batch."""
-    folder = tmp_path_factory.mktemp("accumulation")
+@pytest.fixture(scope="module", params=["pair", "label_aware"])
+def fixture_dir(tmp_path_factory, request):
+    """A tiny model (ITM off: its negatives are sampled per batch) and one collated global batch whose rows carry
+    their labels (normal studies share a match group)."""
+    folder = tmp_path_factory.mktemp(f"accumulation-{request.param}")
     studies = list(generate_synthcxr(GLOBAL_BATCH, size=64, seed=5))
     tokenizer = train_clinical_tokenizer([study.report for study in studies], vocab_size=400)
     processor = build_processor(tokenizer, image_size=64)
     collator = PretrainCollator(processor, JointAugmentation(), mlm_probability=0.15, max_length=128, seed=0)
-    batch = collator([(index, {"image": s.image, "report": s.report}) for index, s in enumerate(studies)])
+    rows = [{"image": s.image, "report": s.report, "labels": s.labels} for s in studies]
+    batch = collator(list(enumerate(rows)))
+    # Shared groups in both halves and across them: the soft targets span micro-batches and ranks.
+    groups = batch["match_groups"].tolist()
+    assert len(set(groups)) < GLOBAL_BATCH and set(groups[: GLOBAL_BATCH // 2]) & set(groups[GLOBAL_BATCH // 2 :])
     torch.save(batch, folder / "global_batch.pt")
     torch.manual_seed(0)
-    config = MedVLConfig.from_preset("tiny", text_config=token_ids(tokenizer), itm_weight=0.0, mlm_weight=0.5)
+    config = MedVLConfig.from_preset(
+        "tiny", text_config=token_ids(tokenizer), itm_weight=0.0, mlm_weight=0.5, contrastive_targets=request.param
+    )
     MedVLForPreTraining(config).save_pretrained(folder / "model")
     return folder
 
@@ -63,7 +70,8 @@ def accumulated(fixture_dir, micro_batch_size):
     batch = torch.load(fixture_dir / "global_batch.pt", weights_only=True)
     config = model.config
     weights = {"itc": config.itc_weight, "mlm": config.mlm_weight, "itm": config.itm_weight}
-    losses = ExactAccumulationStep(Accelerator(cpu=True), contrastive_loss, weights)(
+    label_aware = config.contrastive_targets == "label_aware"
+    losses = ExactAccumulationStep(Accelerator(cpu=True), contrastive_loss, weights, label_aware_itc=label_aware)(
         model, split(batch, micro_batch_size)
     )
     return losses, gradients(model)

@@ -83,10 +83,14 @@ class ExactAccumulationStep:
     this rank's rows in, the mean over them of the loss against every rank's rows out. The group is every
     process of the accelerator (`None`, no collective, in a single process).
     `loss_weights` maps term name ("itc", "mlm", "itm") to its weight in the composite loss.
+    `label_aware_itc`: pass the micro-batches' `match_groups` to `itc_loss` (the model's
+    `contrastive_targets="label_aware"`).
     """
 
-    def __init__(self, accelerator, itc_loss, loss_weights: dict, replay_tolerance: float = 1e-3):
+    def __init__(self, accelerator, itc_loss, loss_weights: dict, replay_tolerance: float = 1e-3,
+                 label_aware_itc: bool = False):
         self.accelerator = accelerator
+        self.label_aware_itc = label_aware_itc
         self.itc_loss = itc_loss
         self.loss_weights = {name: float(w) for name, w in loss_weights.items() if float(w) > 0}
         self.micro_batch_terms = tuple(name for name in self.loss_weights if name != "itc")
@@ -110,13 +114,14 @@ class ExactAccumulationStep:
     def _all_mean(self, value: float) -> float:
         return self._all_sum(value) / self.accelerator.num_processes
 
-    def _itc_gradients(self, image_embeds, text_embeds, logit_scale):
+    def _itc_gradients(self, image_embeds, text_embeds, logit_scale, match_groups=None):
         """Global-batch ITC (mean over ranks) and the gradients this rank back-propagates."""
         images = image_embeds.detach().float().requires_grad_(True)
         texts = text_embeds.detach().float().requires_grad_(True)
         scale = logit_scale.detach().float().clone().requires_grad_(True)
+        groups = {"match_groups": match_groups} if self.label_aware_itc else {}
         with torch.enable_grad():
-            local_loss = self.itc_loss(images, texts, scale, process_group=self.process_group)
+            local_loss = self.itc_loss(images, texts, scale, process_group=self.process_group, **groups)
             grad_images, grad_texts, grad_scale = torch.autograd.grad(local_loss, (images, texts, scale))
         return self._all_mean(float(local_loss.detach())), grad_images, grad_texts, grad_scale
 
@@ -181,8 +186,12 @@ class ExactAccumulationStep:
                     image_cache.append(outputs.image_embeds.detach())
                     text_cache.append(outputs.text_embeds.detach())
                     logit_scale = outputs.logit_scale.detach()
+            match_groups = (
+                torch.cat([batch["match_groups"] for batch in micro_batches]).to(accelerator.device)
+                if self.label_aware_itc else None
+            )
             itc, grad_images, grad_texts, grad_scale = self._itc_gradients(
-                torch.cat(image_cache), torch.cat(text_cache), logit_scale
+                torch.cat(image_cache), torch.cat(text_cache), logit_scale, match_groups
             )
             if not math.isfinite(itc):  # identical on every rank: all skip the backward passes together
                 return StepLosses(loss=float("nan"), terms={"itc": itc}, logit_scale=float(logit_scale))

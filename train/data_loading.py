@@ -7,7 +7,9 @@ worker or micro-batch processes it: runs with 1 or 2 processes, or resumed from 
 see identical global batches.
 """
 
+import hashlib
 import random
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from modeling_medvl.losses_medvl import IGNORE_INDEX, mask_tokens
+from processing.chexpert import CHEXPERT_LABELS
 
 SOURCE_KINDS = ("mimic-cxr", "openi", "pairs", "saved", "wds", "synthcxr")
 
@@ -72,6 +75,19 @@ def mask_rows(input_ids, attention_mask, seeds, mask_token_id, vocab_size, speci
     return mlm_input_ids, labels
 
 
+def match_group_id(labels, report: str) -> int:
+    """A 63-bit id shared by rows that say the same thing: the same positive (1) and uncertain (-1) findings when
+    the row has labels, else the same report after lower-casing and dropping punctuation. Negated and unmentioned
+    findings are alike here: "No pulmonary edema." adds nothing to a normal study. A hash, so every rank and worker
+    gives one row the same id."""
+    stated = {name: (labels or {}).get(name) for name in CHEXPERT_LABELS}
+    if any(value is not None for value in stated.values()):
+        key = "labels:" + ",".join(f"{name}={int(value)}" for name, value in stated.items() if value in (1, -1))
+    else:
+        key = "report:" + " ".join(re.sub(r"[^0-9a-z]+", " ", report.lower()).split())
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
+
+
 class PretrainCollator:
     """(index, row) items -> model inputs: augmentation, processor, MLM masking (runs in workers)."""
 
@@ -90,7 +106,7 @@ class PretrainCollator:
             raise ValueError("MLM needs a tokenizer with a mask token; this tokenizer has none")
 
     def __call__(self, items):
-        images, reports, seeds = [], [], []
+        images, reports, seeds, groups = [], [], [], []
         for index, row in items:
             seed = sample_seed(self.seed, self.epoch, index)
             image, report = row["image"], row["report"]
@@ -98,6 +114,7 @@ class PretrainCollator:
                 image, report = self.augmentation(image, report, rng=random.Random(seed))
             images.append(image)
             reports.append(report)
+            groups.append(match_group_id(row.get("labels"), report))
             seeds.append(seed)
         batch = self.processor(
             images=images, text=reports, padding=True, truncation=True, max_length=self.max_length,
@@ -107,6 +124,7 @@ class PretrainCollator:
             "pixel_values": batch["pixel_values"],
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
+            "match_groups": torch.tensor(groups, dtype=torch.long),
         }
         if self.mlm_probability:
             inputs["mlm_input_ids"], inputs["mlm_labels"] = mask_rows(
@@ -218,6 +236,7 @@ __all__ = [
     "parse_data_spec",
     "sample_seed",
     "mask_rows",
+    "match_group_id",
     "PretrainCollator",
     "GlobalBatchSampler",
     "make_map_loader",

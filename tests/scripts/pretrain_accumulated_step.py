@@ -31,7 +31,9 @@ def main(fixture_dir, output_file, micro_batch_size):
     ]
     config = accelerator.unwrap_model(model).config
     weights = {"itc": config.itc_weight, "mlm": config.mlm_weight, "itm": config.itm_weight}
-    losses = ExactAccumulationStep(accelerator, contrastive_loss, weights)(model, micro_batches)
+    label_aware = config.contrastive_targets == "label_aware"
+    step = ExactAccumulationStep(accelerator, contrastive_loss, weights, label_aware_itc=label_aware)
+    losses = step(model, micro_batches)
     if accelerator.is_main_process:
         gradients = {
             name: parameter.grad.detach().clone()
