@@ -269,7 +269,7 @@ SHORTHAND = {
 # laterality swap so that expansion and flip agree on what counts as a side.
 LATERALITY_CONTEXT = (
     r"(?:-?\s*sided|upper|lower|middle|mid|base|bases|basal|basilar|apex|apical|lung|lungs|"
-    r"hemithorax|hemidiaphragm|pleural|effusion|pneumothorax|costophrenic|cp|chest|side|hilum|"
+    r"hemithorax|hemidiaphragm|pleural|effusion|pneumothorax|ptx|costophrenic|cp|chest|side|hilum|"
     r"hilar|perihilar|heart|lobe|ij|internal|subclavian|picc|clavicle|shoulder|rib|ribs|breast|"
     r"axilla|axillary|mainstem|main|arm|retrocardiac|paratracheal|paramediastinal|mediastinal|"
     r"neck|humerus|scapula|diaphragm|zone|field)\b"

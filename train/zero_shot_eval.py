@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from processing.chexpert import CHEXPERT_LABELS
+from train.laterality_probe import laterality_probe
 from train.metrics.medvl_retrieval.medvl_retrieval import embedding_similarity, retrieval_recall_at_k
 
 DEFAULT_PROMPTS_FILE = Path(__file__).resolve().parent / "configs" / "zero_shot_prompts.yaml"
@@ -32,9 +33,10 @@ def _phrasings(path, label, value, side) -> list[str]:
 
 
 def load_prompts(path=None) -> dict:
-    """`{"version": ..., "labels": {label: (positive phrasings, negative phrasings)}}` from the versioned default
-    file, or from `path` (same layout: `version`, then `labels: {label: {positive: [...], negative: [...]}}`;
-    labels it leaves out keep the defaults). A label may also be given as `[positive, negative]`."""
+    """`{"version": ..., "labels": {label: (positive phrasings, negative phrasings)}, "laterality": {label: (left
+    phrasings, right phrasings)}}` from the versioned default file, or from `path` (same layout: `version`, then
+    `labels: {label: {positive: [...], negative: [...]}}` and optionally `laterality: {label: {left: [...], right:
+    [...]}}`; what it leaves out keeps the defaults). A label may also be given as `[positive, negative]`."""
     default = yaml.safe_load(DEFAULT_PROMPTS_FILE.read_text())
     prompts = {"version": str(default["version"]), "labels": {}}
     sources = [(DEFAULT_PROMPTS_FILE, default)]
@@ -56,6 +58,15 @@ def load_prompts(path=None) -> dict:
                 raise ValueError(f"{source}: label {label!r} needs {{positive: [...], negative: [...]}}")
             prompts["labels"][label] = (
                 _phrasings(source, label, positive, "positive"), _phrasings(source, label, negative, "negative")
+            )
+        for finding, sides in (values.get("laterality") or {}).items():
+            if finding not in CHEXPERT_LABELS or not isinstance(sides, dict):
+                raise ValueError(
+                    f"{source}: laterality needs {{left: [...], right: [...]}} under a label of {CHEXPERT_LABELS}, "
+                    f"got {finding!r}"
+                )
+            prompts.setdefault("laterality", {})[finding] = (
+                _phrasings(source, finding, sides.get("left"), "left"), _phrasings(source, finding, sides.get("right"), "right")
             )
     return prompts
 
@@ -140,7 +151,7 @@ def embed_prompt_ensembles(model, processor, ensembles, max_length=256, device="
 
 
 def evaluate_pretraining(model, processor, dataset, prompts, batch_size=64, max_length=256, device="cpu") -> dict:
-    """Zero-shot AUC (labels present in `dataset`) and image-to-text retrieval recall on `dataset`."""
+    """Zero-shot AUC and the laterality probe (when `dataset` has labels) and image-to-text retrieval recall."""
     was_training = model.training
     model.eval()
     try:
@@ -152,6 +163,12 @@ def evaluate_pretraining(model, processor, dataset, prompts, batch_size=64, max_
         negative = embed_prompt_ensembles(
             model, processor, [prompts["labels"][name][1] for name in names], max_length, device
         )
+        sided = [name for name in CHEXPERT_LABELS if name in prompts.get("laterality", {})]
+        if sided:
+            left, right = (
+                embed_prompt_ensembles(model, processor, [prompts["laterality"][n][i] for n in sided], max_length, device)
+                for i in (0, 1)
+            )
         logit_scale = float(model.clamped_logit_scale())
     finally:
         model.train(was_training)
@@ -162,6 +179,8 @@ def evaluate_pretraining(model, processor, dataset, prompts, batch_size=64, max_
         auc = zero_shot_auc(image_embeds, positive, negative, matrix, names, logit_scale)
         auc.pop("zero_shot_scores")
         results.update(auc)
+        if sided:
+            results.update(laterality_probe(image_embeds, left, right, dataset["report"], dataset["labels"], sided))
     return results
 
 
