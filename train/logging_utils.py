@@ -2,6 +2,7 @@
 TensorBoard-safe hyperparameters, and the loss-curve PNG written at the end of a run."""
 
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -55,37 +56,57 @@ def tensorboard_hparams(values: dict) -> dict:
     return safe
 
 
-def plot_loss_curves(history: MetricsHistory, png_path) -> Path:
-    """Loss terms, learning rate and zero-shot metrics against the step, one panel each."""
+def term_priors(global_batch_size: int) -> dict:
+    """What each term scores when nothing is learnt: ITC ln(N) (uniform over the N texts of a global batch; with
+    the label-aware target too), ITM the entropy of its label share (one positive to two hard negatives)."""
+    share = 1.0 / 3.0
+    return {
+        "itc": math.log(global_batch_size),
+        "itm": -(share * math.log(share) + (1 - share) * math.log(1 - share)),
+    }
+
+
+def plot_loss_curves(history: MetricsHistory, png_path, priors: dict | None = None) -> Path:
+    """One panel per loss term with its prior (dashed) where known, then the learning rate and the zero-shot
+    metrics, against the step: a term that hugs its prior has learnt nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    priors = priors or {}
     train = history.read("train")
     evals = history.read("eval")
     term_names = sorted({name for r in train for name in r.get("terms", {})})
-    panels = 2 + bool(evals)
-    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    panels = len(term_names) + 1 + bool(evals)
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    axes = axes.ravel()
     steps = [r["step"] for r in train]
-    axes[0].plot(steps, [r["loss"] for r in train], label="loss", color="black")
-    for name in term_names:
-        axes[0].plot(steps, [r["terms"].get(name, float("nan")) for r in train], label=name, alpha=0.8)
-    axes[0].set(xlabel="step", ylabel="loss", title="pretraining losses")
-    axes[0].legend()
-    axes[1].plot(steps, [r["lr"] for r in train], color="tab:purple")
-    axes[1].set(xlabel="step", ylabel="learning rate", title="schedule")
+    for axis, name in zip(axes, term_names):
+        axis.plot(steps, [r["terms"].get(name, float("nan")) for r in train], label=name, color="tab:blue")
+        if name in priors:
+            axis.axhline(priors[name], color="gray", linestyle="--", label=f"prior {priors[name]:.3f}")
+        axis.set(xlabel="step", ylabel="loss", title=f"{name} loss")
+        axis.legend()
+    schedule = axes[len(term_names)]
+    schedule.plot(steps, [r["lr"] for r in train], color="tab:purple")
+    schedule.set(xlabel="step", ylabel="learning rate", title="schedule")
     if evals:
+        validation = axes[len(term_names) + 1]
         eval_steps = [r["step"] for r in evals]
         for key in ("zero_shot_auc", "recall@5"):
             if key in evals[0]:
-                axes[2].plot(eval_steps, [r[key] for r in evals], marker="o", label=key)
-        axes[2].set(xlabel="step", ylim=(0, 1), title="validation")
-        axes[2].legend()
+                validation.plot(eval_steps, [r[key] for r in evals], marker="o", label=key)
+        validation.set(xlabel="step", ylim=(0, 1), title="validation")
+        validation.legend()
+    for axis in axes[panels:]:
+        axis.axis("off")
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
     return Path(png_path)
 
 
-__all__ = ["MetricsHistory", "get_logger", "tensorboard_hparams", "plot_loss_curves", "HISTORY_FILE", "LOSS_CURVE_FILE"]
+__all__ = ["MetricsHistory", "get_logger", "tensorboard_hparams", "plot_loss_curves", "term_priors", "HISTORY_FILE", "LOSS_CURVE_FILE"]

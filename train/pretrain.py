@@ -39,7 +39,9 @@ from train.data_loading import (
     micro_batch_groups,
 )
 from train.data_sources import default_validation_spec, load_source, load_training_data
-from train.logging_utils import LOSS_CURVE_FILE, MetricsHistory, get_logger, plot_loss_curves, tensorboard_hparams
+from train.logging_utils import (
+    LOSS_CURVE_FILE, MetricsHistory, get_logger, plot_loss_curves, tensorboard_hparams, term_priors,
+)
 from train.optim import build_optimizer, build_scheduler
 from train.pretrain_setup import build_model, build_processor, prepare_tokenizer, preset_config
 from train.run_config import (
@@ -158,7 +160,9 @@ class PretrainingRun:
         weights = {name: getattr(config, f"{name}_weight") for name in ("itc", "mlm", "itm")}
         if config.fusion_type == "none":
             weights["itm"] = 0.0
-        self.step_fn = ExactAccumulationStep(acc, contrastive_loss, weights)
+        self.step_fn = ExactAccumulationStep(
+            acc, contrastive_loss, weights, label_aware_itc=config.contrastive_targets == "label_aware"
+        )
         if self.resume_checkpoint is not None:
             self._load_training_state(self.resume_checkpoint)
 
@@ -378,7 +382,7 @@ class PretrainingRun:
             summary["final_eval"] = evals[-1] if evals else None
             (self.output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
             if train_records:
-                plot_loss_curves(self.history, self.output_dir / LOSS_CURVE_FILE)
+                plot_loss_curves(self.history, self.output_dir / LOSS_CURVE_FILE, term_priors(self.global_batch))
             logger.info(f"done: {summary}")
         acc.end_training()
         return summary
