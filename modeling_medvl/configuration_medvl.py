@@ -32,6 +32,11 @@ class MedVLVisionConfig(PreTrainedConfig):
             built from the config. Ignored when loading a MedVL checkpoint (its own weights win).
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the initialiser for layers MedVL adds on top of the backbone.
+        pooling (`str`, defaults to `"backbone"`): How the image embedding is pooled from the final tokens.
+            `"backbone"`: the backbone's own pre-logits pooling (a ViT's class token; global average for a Swin or
+            ConvNeXt). `"attention"`: a learned query attends over the final feature map with learned absolute
+            positions (as CLIP's ResNets pool), for Swin / ConvNeXt towers, whose global average cannot tell a
+            finding on the left from the same finding on the right.
     """
 
     model_type = "medvl_vision"
@@ -43,6 +48,7 @@ class MedVLVisionConfig(PreTrainedConfig):
     num_channels: int = 3
     weights_path: str | None = None
     initializer_range: float = 0.02
+    pooling: str = "backbone"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -61,6 +67,8 @@ class MedVLVisionConfig(PreTrainedConfig):
             raise ValueError(f"vision_config.image_size must be positive, got {self.image_size}.")
         if self.num_channels <= 0:
             raise ValueError(f"vision_config.num_channels must be positive, got {self.num_channels}.")
+        if self.pooling not in ("backbone", "attention"):
+            raise ValueError(f"vision_config.pooling must be 'backbone' or 'attention', got {self.pooling!r}.")
         reserved = {"pretrained", "num_classes", "img_size", "in_chans"} & set(self.backbone_kwargs or {})
         if reserved:
             raise ValueError(
@@ -315,7 +323,7 @@ PRESETS = {
     # a few hundred CPU steps (a supervised classifier on it: macro AUC 0.93 after 300 steps, where the tiny ViT
     # reaches 0.68; see README, "What the tiny recipes learn").
     "tiny-convnext": {
-        "vision_config": {"backbone": "convnext_atto", "image_size": 64},
+        "vision_config": {"backbone": "convnext_atto", "image_size": 64, "pooling": "attention"},
         "text_config": {**_TINY_TEXT},
         "projection_dim": 64,
         "num_fusion_layers": 1,

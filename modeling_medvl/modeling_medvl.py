@@ -17,7 +17,7 @@ from .fusion_medvl import MedVLFusion
 from .layers_medvl import MedVLLMHead, MedVLTextEncoder
 from .losses_medvl import contrastive_loss
 from .tower_init_medvl import bert_mlm_head_to_medvl, bert_to_medvl_text, read_bert_checkpoint
-from .vision_medvl import MedVLVisionTower
+from .vision_medvl import MedVLAttentionPool, MedVLVisionTower
 
 logger = logging.get_logger(__name__)
 
@@ -203,6 +203,8 @@ class MedVLPreTrainedModel(PreTrainedModel):
             tower.initialize_from_timm()
             return
         super()._init_weights(module)
+        if isinstance(module, MedVLAttentionPool):
+            init.normal_(module.positions, std=module.positions.shape[-1] ** -0.5)
         if isinstance(module, MedVLModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 

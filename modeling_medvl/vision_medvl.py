@@ -73,12 +73,57 @@ class _CheckpointedBlockForward:
         return forward(*args, **kwargs)
 
 
+class MedVLAttentionPool(nn.Module):
+    """Pools a feature map `(batch, num_tokens, dim)` into `(batch, dim)`: the mean token, with learned absolute
+    positions added to every token, queries all of them in one multi-head attention (CLIP's ResNet pooling).
+    Unlike a global average, the result depends on where in the image a feature is."""
+
+    def __init__(self, dim: int, num_tokens: int):
+        super().__init__()
+        self.num_heads = max(1, dim // 64)
+        if dim % self.num_heads:
+            self.num_heads = 1
+        self.positions = nn.Parameter(torch.zeros(num_tokens + 1, dim))
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.output = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] + 1 != self.positions.shape[0]:
+            raise ValueError(
+                f"attention pooling was built for {self.positions.shape[0] - 1} tokens, got {tokens.shape[1]}"
+            )
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1) + self.positions.to(tokens.dtype)
+        batch, length, dim = tokens.shape
+
+        def heads(x):
+            return x.view(batch, -1, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+        pooled = nn.functional.scaled_dot_product_attention(
+            heads(self.query(tokens[:, :1])), heads(self.key(tokens)), heads(self.value(tokens))
+        )
+        return self.output(pooled.transpose(1, 2).reshape(batch, dim))
+
+
+def feature_map_tokens(backbone: nn.Module, image_size: int) -> int:
+    """Tokens of the final feature map of a Swin / ConvNeXt-style backbone at `image_size` px."""
+    reduction = backbone.feature_info[-1]["reduction"] if getattr(backbone, "feature_info", None) else None
+    if reduction is None or hasattr(backbone, "cls_token"):
+        raise ValueError(
+            f"vision_config.pooling='attention' needs a backbone with a final feature map (Swin, ConvNeXt); "
+            f"{type(backbone).__name__} pools its own tokens: use pooling='backbone'."
+        )
+    side = max(1, image_size // reduction)
+    return side * side
+
+
 class MedVLVisionTower(nn.Module):
     """timm backbone (no classifier, never downloaded) with a uniform output.
 
     `forward(pixel_values)` returns `last_hidden_state` `(batch, num_tokens, hidden_size)` (all tokens a ViT
     emits, or the flattened final feature map of a Swin / ConvNeXt) and `pooler_output` `(batch, hidden_size)`
-    (the backbone's own pre-logits pooling).
+    (the backbone's own pre-logits pooling, or `MedVLAttentionPool` with `pooling="attention"`).
 
     The tower owns the timm contract: timm initialises the backbone, and MedVL's `_init_weights` hands every
     backbone module back here (`initialize_from_timm`) instead of applying its own scheme.
@@ -98,6 +143,11 @@ class MedVLVisionTower(nn.Module):
         if not self._on_meta():
             self._flag_initialised(self.backbone.state_dict(keep_vars=True))  # timm's own values are final
         self.hidden_size = self.backbone.num_features
+        self.attention_pool = None
+        if config.pooling == "attention":
+            self.attention_pool = MedVLAttentionPool(
+                self.hidden_size, feature_map_tokens(self.backbone, config.image_size)
+            )
         self.output_format = getattr(self.backbone, "output_fmt", "NCHW")
         self.gradient_checkpointing = False
         if config.weights_path is not None and not self._on_meta():
@@ -182,13 +232,15 @@ class MedVLVisionTower(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
         self.check_pixel_values(pixel_values)
         features = self.backbone.forward_features(pixel_values.to(next(self.backbone.parameters()).dtype))
-        pooled = self.backbone.forward_head(features, pre_logits=True)
+        pooled = self.backbone.forward_head(features, pre_logits=True) if self.attention_pool is None else None
         if features.ndim == 4:
             if self.output_format == "NHWC":
                 features = features.flatten(1, 2)
             else:
                 features = features.flatten(2).transpose(1, 2)
+        if self.attention_pool is not None:
+            pooled = self.attention_pool(features)
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=pooled)
 
 
-__all__ = ["MedVLVisionTower", "build_backbone", "read_weight_file"]
+__all__ = ["MedVLAttentionPool", "MedVLVisionTower", "build_backbone", "read_weight_file"]

@@ -93,6 +93,9 @@ def test_group_ids_follow_findings_and_wording():
     assert match_group_id(normal, "The lungs are clear.") == match_group_id({"No Finding": 1}, "Normal study.")
     effusion = {"Pleural Effusion": 1}
     assert match_group_id(effusion, "Left effusion.") != match_group_id(normal, "Left effusion.")
+    # The side a report states splits a group (a flipped study is another study), its wording does not.
+    assert match_group_id(effusion, "Small left pleural effusion.") == match_group_id(effusion, "L effusion.")
+    assert match_group_id(effusion, "Small left pleural effusion.") != match_group_id(effusion, "Right effusion.")
     assert match_group_id({"Pleural Effusion": -1}, "x") != match_group_id(effusion, "x")
     # Without labels: the report after lower-casing and dropping punctuation.
     assert match_group_id(None, "No acute process.") == match_group_id({}, "no  acute process")

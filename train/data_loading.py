@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from modeling_medvl.losses_medvl import IGNORE_INDEX, mask_tokens
 from processing.chexpert import CHEXPERT_LABELS
+from train.laterality_probe import FINDING_WORDS, stated_side
 
 SOURCE_KINDS = ("mimic-cxr", "openi", "pairs", "saved", "wds", "synthcxr")
 
@@ -76,13 +77,17 @@ def mask_rows(input_ids, attention_mask, seeds, mask_token_id, vocab_size, speci
 
 
 def match_group_id(labels, report: str) -> int:
-    """A 63-bit id shared by rows that say the same thing: the same positive (1) and uncertain (-1) findings when
-    the row has labels, else the same report after lower-casing and dropping punctuation. Negated and unmentioned
-    findings are alike here: "No pulmonary edema." adds nothing to a normal study. A hash, so every rank and worker
-    gives one row the same id."""
+    """A 63-bit id shared by rows that say the same thing: the same positive (1) and uncertain (-1) findings, on
+    the same side as far as the report states one, when the row has labels; else the same report after
+    lower-casing and dropping punctuation. Negated and unmentioned findings are alike here: "No pulmonary edema."
+    adds nothing to a normal study, but a left and a right effusion differ. A hash, so every rank and worker gives
+    one row the same id."""
     stated = {name: (labels or {}).get(name) for name in CHEXPERT_LABELS}
     if any(value is not None for value in stated.values()):
-        key = "labels:" + ",".join(f"{name}={int(value)}" for name, value in stated.items() if value in (1, -1))
+        key = "labels:" + ",".join(
+            f"{name}={int(value)}{':' + (stated_side(report, name) or '') if name in FINDING_WORDS else ''}"
+            for name, value in stated.items() if value in (1, -1)
+        )
     else:
         key = "report:" + " ".join(re.sub(r"[^0-9a-z]+", " ", report.lower()).split())
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1

@@ -121,7 +121,12 @@ class PretrainingRun:
         config = self.model.config
         self.processor = build_processor(self.tokenizer, config.vision_config.image_size)
         mlm_probability = data_args.mlm_probability if config.mlm_weight > 0 else None
-        augmentation = JointAugmentation() if data_args.augment else None
+        augmentation = (
+            JointAugmentation(
+                horizontal_flip=data_args.flip != "off", swap_laterality_on_flip=data_args.flip == "swap_laterality"
+            )
+            if data_args.augment else None
+        )
         self.collator = PretrainCollator(
             self.processor, augmentation, mlm_probability, data_args.max_text_length, args.seed
         )

@@ -56,6 +56,13 @@ class DataArguments:
     )
     max_text_length: int = field(default=256, metadata={"help": "Reports are truncated to this many tokens."})
     augment: bool = field(default=True, metadata={"help": "Joint image-report augmentation while training."})
+    flip: str = field(
+        default="swap_laterality",
+        metadata={"help": "Horizontal flip of the augmentation: 'swap_laterality' (left and right swapped in the "
+                          "report too), 'image_only' (what a generic image augmentation does: the report then "
+                          "names the wrong side; for the laterality ablation) or 'off'.",
+                  "choices": ["swap_laterality", "image_only", "off"]},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of report tokens masked for MLM."})
     num_workers: int = field(default=2, metadata={"help": "Dataloader worker processes per rank."})
     shuffle_buffer: int = field(default=1000, metadata={"help": "Shuffle buffer of streamed (wds) data."})
