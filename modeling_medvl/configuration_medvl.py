@@ -323,7 +323,7 @@ PRESETS = {
     # a few hundred CPU steps (a supervised classifier on it: macro AUC 0.93 after 300 steps, where the tiny ViT
     # reaches 0.68; see README, "What the tiny recipes learn").
     "tiny-convnext": {
-        "vision_config": {"backbone": "convnext_atto", "image_size": 64, "pooling": "attention"},
+        "vision_config": {"backbone": "convnext_atto", "image_size": 64},
         "text_config": {**_TINY_TEXT},
         "projection_dim": 64,
         "num_fusion_layers": 1,

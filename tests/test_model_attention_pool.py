@@ -20,9 +20,9 @@ def test_pool_tells_a_feature_map_from_its_mirror_image():
         pool(torch.randn(1, 9, 32))
 
 
-def test_tiny_convnext_pools_with_attention_and_round_trips(tmp_path):
+def test_convnext_tower_pools_with_attention_and_round_trips(tmp_path):
     torch.manual_seed(0)
-    model = MedVLModel(MedVLConfig.from_preset("tiny-convnext")).eval()
+    model = MedVLModel(MedVLConfig.from_preset("tiny-convnext", vision_config={"pooling": "attention"})).eval()
     pool = model.vision_model.attention_pool
     assert pool is not None and pool.positions.shape == (2 * 2 + 1, 320)
     assert 0.03 < float(pool.positions.detach().std()) < 0.08  # initialised (dim ** -0.5), not left at zero
@@ -36,7 +36,7 @@ def test_tiny_convnext_pools_with_attention_and_round_trips(tmp_path):
 
 
 def test_missing_pool_weights_are_initialised_on_load(tmp_path):
-    MedVLModel(MedVLConfig.from_preset("tiny-convnext", vision_config={"pooling": "backbone"})).save_pretrained(tmp_path)
+    MedVLModel(MedVLConfig.from_preset("tiny-convnext")).save_pretrained(tmp_path)
     config = MedVLConfig.from_pretrained(tmp_path)
     config.vision_config.pooling = "attention"
     model = MedVLModel.from_pretrained(tmp_path, config=config)

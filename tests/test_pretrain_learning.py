@@ -1,11 +1,12 @@
-"""Learning check: a tiny MedVL pretrained for a few CPU minutes on SynthCXR (64 px) through
-train/pretrain.py lowers its contrastive loss, reaches a macro zero-shot AUC and an image-to-text
-recall@5 clearly above chance, and its best checkpoint reloads and reproduces the logged
-validation metric.
+"""Learning check: a tiny MedVL (the demo recipe's ConvNeXt-atto tower, train/configs/pretrain_tiny_synthcxr.yaml)
+pretrained for a few CPU minutes on SynthCXR (64 px) through train/pretrain.py lowers its contrastive loss, reaches a
+macro zero-shot AUC, an image-to-text recall@5 and a laterality-probe accuracy clearly above chance, and its best
+checkpoint reloads and reproduces the logged validation metric.
 
-Measured with this command at 2 threads and zero-shot prompts version 3, after 200 steps, for
-training seeds 0 / 1 / 2 (the test runs seed 0; the run is deterministic given seed and threads):
-macro AUC 0.61 / 0.68 / 0.69, cardiomegaly 0.80 / 0.86 / 0.88, recall@5 3.0x / 2.6x / 3.2x chance.
+Measured with this command at 2 threads and zero-shot prompts version 4, after 200 steps, for training seeds
+0 / 1 / 2 (the test runs seed 0; the run is deterministic given seed and threads): macro AUC 0.81 / 0.80 / 0.78,
+cardiomegaly 0.99 / 1.00 / 1.00, recall@5 10.8x / 9.4x / 12.2x chance, laterality 0.79 / 0.73 / 0.70
+(chance 0.5). The thresholds below sit clearly under the lowest of the three (AUC by 0.06, laterality by 0.08).
 """
 
 import json
@@ -56,9 +57,10 @@ def test_loss_falls(run_dir):
 def test_zero_shot_auc_and_retrieval_beat_chance(run_dir):
     final = json.loads((run_dir / "train_summary.json").read_text())["final_eval"]
     assert final["step"] == STEPS
-    assert final["zero_shot_auc"] >= 0.6, final["zero_shot_auc_per_label"]
-    assert final["zero_shot_auc_per_label"]["Cardiomegaly"] >= 0.75, final["zero_shot_auc_per_label"]
-    assert final["recall@5"] >= 2 * final["chance_recall@5"], final
+    assert final["zero_shot_auc"] >= 0.72, final["zero_shot_auc_per_label"]
+    assert final["zero_shot_auc_per_label"]["Cardiomegaly"] >= 0.9, final["zero_shot_auc_per_label"]
+    assert final["recall@5"] >= 5 * final["chance_recall@5"], final
+    assert final["laterality_accuracy"] >= 0.62, final["laterality_accuracy_per_finding"]
 
 
 def test_best_checkpoint_reloads_with_its_metric(run_dir):
