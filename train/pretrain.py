@@ -173,7 +173,9 @@ class PretrainingRun:
 
     @property
     def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model = self.accelerator.unwrap_model(self.model)
+        # The torch.compile wrapper's original module (accelerate before 1.2 has no `keep_torch_compile`).
+        return getattr(model, "_orig_mod", model)
 
     def _resolved_values(self):
         return {
