@@ -134,7 +134,7 @@ def test_versioned_prompts_cover_every_label_with_ensembles(tmp_path):
     from train.zero_shot_eval import load_prompts
 
     prompts = load_prompts()
-    assert prompts["version"] == "3"
+    assert prompts["version"] == "4"
     assert set(prompts["labels"]) == set(CHEXPERT_LABELS)
     for label, (positive, negative) in prompts["labels"].items():
         assert positive and negative and not set(positive) & set(negative), label
@@ -145,8 +145,14 @@ def test_versioned_prompts_cover_every_label_with_ensembles(tmp_path):
     custom = tmp_path / "prompts.yaml"
     custom.write_text("version: site-3\nlabels:\n  Edema: {positive: [Edema.], negative: [No edema.]}\n")
     mine = load_prompts(custom)
-    assert mine["labels"]["Edema"] == (["Edema."], ["No edema."]) and mine["version"] == "site-3 (on default 3)"
+    assert mine["labels"]["Edema"] == (["Edema."], ["No edema."]) and mine["version"] == "site-3 (on default 4)"
     assert mine["labels"]["Cardiomegaly"] == prompts["labels"]["Cardiomegaly"]
+    assert mine["laterality"] == prompts["laterality"]
+    custom.write_text("laterality:\n  Pneumothorax: {left: [Left PTX.], right: [Right PTX.]}\n")
+    assert load_prompts(custom)["laterality"]["Pneumothorax"] == (["Left PTX."], ["Right PTX."])
+    custom.write_text("laterality:\n  Pneumothorax: {left: [Left PTX.]}\n")
+    with pytest.raises(ValueError, match="non-empty right"):
+        load_prompts(custom)
     custom.write_text("labels:\n  Edemaa: [a, b]\n")
     with pytest.raises(ValueError, match="unknown label 'Edemaa'"):
         load_prompts(custom)

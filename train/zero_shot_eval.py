@@ -42,7 +42,7 @@ def load_prompts(path=None) -> dict:
     sources = [(DEFAULT_PROMPTS_FILE, default)]
     if path is not None:
         user = yaml.safe_load(Path(path).read_text()) or {}
-        if "labels" not in user:
+        if not {"labels", "laterality"} & set(user):  # the short form: labels at the top
             user = {"version": f"{Path(path).name}", "labels": user}
         prompts["version"] = f"{user.get('version', Path(path).name)} (on default {prompts['version']})"
         sources.append((path, user))
