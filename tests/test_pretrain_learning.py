@@ -40,7 +40,7 @@ def run_dir(tmp_path_factory):
         "--learning_rate", "1e-3", "--warmup_steps", "20", "--max_steps", str(STEPS), "--eval_steps", "100",
         "--save_steps", "100", "--num_workers", "0", "--report_to", "none",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, f"pretraining failed:\n{result.stderr[-6000:]}"
     return output
