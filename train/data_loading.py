@@ -23,7 +23,7 @@ from modeling_medvl.losses_medvl import IGNORE_INDEX, mask_tokens
 from processing.chexpert import CHEXPERT_LABELS
 from train.laterality_probe import FINDING_WORDS, stated_side
 
-SOURCE_KINDS = ("mimic-cxr", "openi", "pairs", "saved", "wds", "synthcxr")
+SOURCE_KINDS = ("mimic-cxr", "chexpert", "openi", "pairs", "saved", "wds", "synthcxr")
 
 
 @dataclass

@@ -82,6 +82,8 @@ def load_source(spec_text: str, cache_root, accelerator, seed=0, shuffle_buffer=
         dataset = synthcxr_dataset(spec.options, cache_root, accelerator, num_workers)
     elif spec.kind == "mimic-cxr":
         dataset = processing.load_mimic_cxr(spec.location)
+    elif spec.kind == "chexpert":  # labels without reports: a fine-tuning source; pretraining finds no `report`
+        dataset = processing.load_chexpert(spec.location)
     elif spec.kind == "openi":
         dataset = processing.load_openi(spec.location)
     elif spec.kind == "pairs":

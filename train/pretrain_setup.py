@@ -42,10 +42,14 @@ def _match_field_types(overrides: dict, config) -> dict:
     return matched
 
 
+def config_overrides(items, config) -> dict:
+    """`--model_overrides` items as a nested dict typed like the fields of `config`."""
+    return _match_field_types(parse_model_overrides(items), config)
+
+
 def preset_overrides(model_args) -> dict:
     """`--model_overrides` as a nested dict typed like the preset's fields."""
-    overrides = parse_model_overrides(model_args.model_overrides)
-    return _match_field_types(overrides, MedVLConfig.from_preset(model_args.model_preset))
+    return config_overrides(model_args.model_overrides, MedVLConfig.from_preset(model_args.model_preset))
 
 
 def preset_config(model_args) -> MedVLConfig:
@@ -111,4 +115,13 @@ def build_processor(tokenizer, image_size: int) -> MedVLProcessor:
     return MedVLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-__all__ = ["token_ids", "parse_model_overrides", "preset_config", "prepare_tokenizer", "build_model", "build_processor"]
+__all__ = [
+    "token_ids",
+    "parse_model_overrides",
+    "config_overrides",
+    "preset_overrides",
+    "preset_config",
+    "prepare_tokenizer",
+    "build_model",
+    "build_processor",
+]

@@ -118,13 +118,13 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainArguments)
 RESOLVED_KEY = "resolved"  # derived values saved alongside the arguments, ignored when re-read
 
 
-def _argument_fields():
-    return {f.name: f for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
+def _argument_fields(argument_classes=ARGUMENT_CLASSES):
+    return {f.name: f for cls in argument_classes for f in dataclasses.fields(cls)}
 
 
-def yaml_to_cli_tokens(values: dict, source: str) -> list:
+def yaml_to_cli_tokens(values: dict, source: str, argument_classes=ARGUMENT_CLASSES) -> list:
     """Turn a YAML mapping into `--key value` tokens; unknown keys are an error naming them."""
-    known = _argument_fields()
+    known = _argument_fields(argument_classes)
     unknown = sorted(set(values) - set(known) - {RESOLVED_KEY})
     if unknown:
         raise ValueError(f"{source}: unknown configuration key(s) {unknown}; known keys: {sorted(known)}")
@@ -142,8 +142,9 @@ def yaml_to_cli_tokens(values: dict, source: str) -> list:
     return tokens
 
 
-def parse_pretrain_args(argv=None):
-    """Parse `[--config run.yaml] [--flag value ...]` into (model, data, training) arguments."""
+def config_tokens(argument_classes, argv=None) -> list:
+    """`[--config run.yaml] [--flag value ...]` as one token list: the YAML's values first, so the command line
+    wins."""
     pre_parser = argparse.ArgumentParser(add_help=False)
     pre_parser.add_argument("--config", default=None)
     known, rest = pre_parser.parse_known_args(argv)
@@ -155,11 +156,20 @@ def parse_pretrain_args(argv=None):
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of argument names to values")
-        tokens = yaml_to_cli_tokens(values, str(path))
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    model_args, data_args, train_args = parser.parse_args_into_dataclasses(
-        args=tokens + list(rest), look_for_args_file=False
-    )
+        tokens = yaml_to_cli_tokens(values, str(path), argument_classes)
+    return tokens + list(rest)
+
+
+def parse_config_and_args(argument_classes, argv=None):
+    """Parse `[--config run.yaml] [--flag value ...]` into one instance of each of `argument_classes`
+    (dataclasses, as HfArgumentParser takes them); the command line wins over the YAML file."""
+    parser = HfArgumentParser(argument_classes)
+    return parser.parse_args_into_dataclasses(args=config_tokens(argument_classes, argv), look_for_args_file=False)
+
+
+def parse_pretrain_args(argv=None):
+    """Parse `[--config run.yaml] [--flag value ...]` into (model, data, training) arguments."""
+    model_args, data_args, train_args = parse_config_and_args(ARGUMENT_CLASSES, argv)
     validate_args(model_args, data_args, train_args)
     return model_args, data_args, train_args
 
@@ -230,6 +240,9 @@ __all__ = [
     "DataArguments",
     "PretrainArguments",
     "parse_pretrain_args",
+    "parse_config_and_args",
+    "config_tokens",
+    "yaml_to_cli_tokens",
     "resolve_accumulation",
     "resolve_warmup_steps",
     "save_run_config",
