@@ -22,6 +22,7 @@ import pytest
 import torch
 from readers_fixtures import write_image
 from safetensors.torch import load_file, save_file
+from transformers import HfArgumentParser
 
 from modeling_medvl import MedVLConfig, MedVLForPreTraining, MedVLModel
 from processing import generate_synthcxr, train_clinical_tokenizer
@@ -30,7 +31,12 @@ from processing.image_processing_medvl import MedVLImageProcessor
 from processing.processing_medvl import MedVLProcessor
 from train.data_loading import synthcxr_cache_folder
 from train.finetune import main
-from train.finetune_args import FinetuneDataArguments, FinetuneModelArguments, parse_finetune_args
+from train.finetune_args import (
+    ARGUMENT_CLASSES,
+    FinetuneDataArguments,
+    FinetuneModelArguments,
+    parse_finetune_args,
+)
 from train.finetune_data import ClassificationCollator, label_targets, load_classification_splits
 from train.finetune_eval import auroc, probabilities
 from train.finetune_model import build_classifier, load_processor
@@ -329,6 +335,8 @@ def test_config_file_and_command_line(tmp_path):
     assert train_args.num_train_epochs == 5 and data_args.data == "synthcxr:n=2000,size=64,seed=0"
     assert model_args.lora == "r=4" and not data_args.augment
     assert train_args.metric_for_best_model == "auroc_macro" and train_args.load_best_model_at_end
+    help_text = HfArgumentParser(ARGUMENT_CLASSES).format_help()  # every help string formats (a bare % would not)
+    assert "--lora" in help_text and "--uncertain_policy" in help_text
     with pytest.raises(ValueError, match=r"unknown configuration key\(s\) \['learning_rat'\]"):
         (tmp_path / "typo.yaml").write_text("learning_rat: 0.1\n")
         parse_finetune_args(["--config", str(tmp_path / "typo.yaml"), "--output_dir", str(tmp_path)])

@@ -124,7 +124,7 @@ class FinetuneTrainingArguments(TrainingArguments):
         default=3, metadata={"help": "Stop after this many evaluations without a better metric (0 or unset: never)."}
     )
     bootstrap_samples: int = field(
-        default=1000, metadata={"help": "Bootstrap resamples for the final evaluation's 95% intervals (0: none)."}
+        default=1000, metadata={"help": "Bootstrap resamples for the final evaluation's 95%% intervals (0: none)."}
     )
     evaluate_initial_model: bool = field(
         default=True, metadata={"help": "Score the model before training on the validation split (a baseline)."}
