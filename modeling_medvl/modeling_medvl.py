@@ -112,6 +112,9 @@ class MedVLPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = False
     _no_split_modules = ["MedVLLayer"]  # plus the timm backbone's block classes, set per instance in `post_init`
+    # The forward passes take **kwargs but average their losses themselves: Trainer must not pass
+    # `num_items_in_batch` expecting a sum, or it would skip its accumulation division and scale by the process count.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: MedVLConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)

@@ -71,9 +71,6 @@ def prepare_model(model_args, lora, label_names, output_dir, resuming: bool, is_
     scratch saves its fresh base in the run folder, the weights the adapter belongs to (and reloads it on resume)."""
     model, processor = build_classifier(model_args, label_names)
     model.config.architectures = [type(model).__name__]  # a pretraining checkpoint's config names its own class
-    # The heads average their loss themselves and ignore `num_items_in_batch`; told otherwise (a forward with
-    # **kwargs), Trainer would skip its division by the accumulation steps and multiply by the process count.
-    model.accepts_loss_kwargs = False
     if lora is None:
         return model, processor, None
     if model_args.init:
