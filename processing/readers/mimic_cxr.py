@@ -7,6 +7,9 @@ Layout under `root` (index files plain `.csv` or gzipped `.csv.gz`):
     files/p10/p10000032/s50414267/02aa804e-....jpg
 Reports (mimic-cxr-reports): `files/p10/p10000032/s50414267.txt` under `reports_root`
 (default: `root`, else `root/mimic-cxr-reports`).
+Patients (optional, MIMIC-IV's `hosp/patients.csv[.gz]`: subject_id,gender,anchor_age,anchor_year,...): the file
+`patients_table`, else `root/patients.csv[.gz]` or `root/hosp/patients.csv[.gz]`; it gives each row `sex` (the
+table's gender, "F" / "M") and `age` (anchor_age shifted from anchor_year to the study's year); both None without it.
 """
 
 import os
@@ -33,6 +36,8 @@ _COMMON_COLUMNS = {
     "study_id": datasets.Value("int64"),
     "dicom_id": datasets.Value("string"),
     "split": datasets.Value("string"),
+    "sex": datasets.Value("string"),
+    "age": datasets.Value("int32"),
 }
 MIMIC_IMAGE_FEATURES = datasets.Features(_COMMON_COLUMNS)
 MIMIC_STUDY_FEATURES = datasets.Features(
@@ -102,6 +107,32 @@ def _read_splits(root, issues):
     return {r["dicom_id"].strip(): r["split"].strip() for _, r in read_csv_rows(path, ["dicom_id", "split"], issues)}
 
 
+def _read_patients(root, patients_table, issues):
+    """subject_id → (gender, anchor_age, anchor_year or None); {} without a patients table."""
+    if patients_table is not None:
+        path = Path(patients_table)
+        if not path.is_file():
+            raise FileNotFoundError(f"MIMIC-CXR-JPG: patients_table {path}: no such file")
+    else:
+        path = find_table(root, "patients") or find_table(root / "hosp", "patients")
+        if path is None:
+            return {}
+    patients = {}
+    for _, record in read_csv_rows(path, ["subject_id", "gender", "anchor_age"], issues):
+        age, year = record["anchor_age"].strip(), record.get("anchor_year", "").strip()
+        patients[record["subject_id"].strip()] = (
+            record["gender"].strip() or None, int(age) if age.isdigit() else None, int(year) if year.isdigit() else None
+        )
+    return patients
+
+
+def _age_at_study(patient, study_date: str):
+    _, anchor_age, anchor_year = patient
+    if anchor_age is None or anchor_year is None or not study_date[:4].isdigit():
+        return anchor_age
+    return anchor_age + int(study_date[:4]) - anchor_year
+
+
 def load_mimic_cxr(
     root,
     split: str | None = None,
@@ -111,6 +142,7 @@ def load_mimic_cxr(
     sections: str = "findings+impression",
     uncertainty: str = "keep",
     reports_root=None,
+    patients_table=None,
     streaming: bool = False,
     check_images: bool = True,
     strict: bool = False,
@@ -126,8 +158,9 @@ def load_mimic_cxr(
         that pass the view filter).
     sections: "findings+impression" | "findings" | "impression" | "full" (see report_sections).
     uncertainty: CheXpert policy for -1 labels: "keep", "ones", "zeros", "ignore".
+    patients_table: MIMIC-IV's patients.csv[.gz] (default: found under `root`, see the module doc).
     Rows: image, report, labels (14 CheXpert labels → 1/0/-1/None), view, subject_id, study_id,
-    dicom_id, split [, image_paths]. Malformed rows are skipped and counted (see row_issues).
+    dicom_id, split, sex ("F"/"M"), age (at the study) [, image_paths]. Malformed rows are skipped and counted (see row_issues).
     """
     root = Path(root)
     if per not in ("image", "study"):
@@ -146,6 +179,7 @@ def load_mimic_cxr(
     if split is not None and splits is None:
         raise FileNotFoundError(f"MIMIC-CXR-JPG: split={split!r} needs mimic-cxr-2.0.0-split.csv[.gz] in {root}")
     labels_of = _read_labels(root, uncertainty, issues)
+    patients = _read_patients(root, patients_table, issues)
     report_roots = [Path(reports_root)] if reports_root is not None else [root, root / "mimic-cxr-reports"]
     reports = _Reports(report_roots, sections)
     wanted_views = _view_filter(view)
@@ -186,6 +220,8 @@ def load_mimic_cxr(
             "dicom_id": dicom,
             "split": image_split,
         }
+        patient = patients.get(subject, (None, None, None))
+        row["sex"], row["age"] = patient[0], _age_at_study(patient, record.get("StudyDate", "").strip())
         rows.append((where, row))
 
     features = MIMIC_IMAGE_FEATURES

@@ -2,6 +2,11 @@
 
 Study i is the same whatever n is, whichever other studies are generated, and in whatever
 process: so generation runs in parallel and any slice can be regenerated on its own.
+
+Each part of a study draws from its own random stream of (seed, index): anatomy 0, findings and view 1, image
+noise 2, text 3, split 4, patient (sex and age) 5. The patient's sex and age are drawn independently of the
+findings and never drawn on the image: on SynthCXR a subgroup gap in a model's metrics is chance (or a
+difference in the groups' label mix), which makes it a null check for the bias evaluation.
 """
 
 import functools
@@ -20,6 +25,10 @@ from .reports import INDICATIONS, write_report
 from .render import render_radiograph
 
 SPLIT_FRACTIONS = (("train", 0.9), ("validate", 0.05), ("test", 0.05))
+# Patients: about half women; age at the study roughly as in MIMIC-CXR (median in the sixties), 18 to 91 (MIMIC-IV
+# records every older patient as 91).
+FEMALE_SHARE = 0.48
+AGE_MEAN, AGE_SD, AGE_RANGE = 62.0, 17.0, (18, 91)
 
 
 @dataclass
@@ -40,6 +49,8 @@ class SynthStudy:
     subject_id: int
     study_id: int
     dicom_id: str
+    sex: str  # "F" or "M", as MIMIC-IV's patients table writes gender
+    age: int  # years at the study
     anatomy: Anatomy = field(repr=False)
     noise_seed: int = field(repr=False)
 
@@ -50,6 +61,14 @@ class SynthStudy:
 
 def _study_rng(seed, index, stream):
     return np.random.default_rng([seed, index, stream])
+
+
+def patient_metadata(seed, index) -> tuple[str, int]:
+    """(sex "F"/"M", age in years) of study `index`'s patient: cheap (no image), the same as the study's own."""
+    rng = _study_rng(seed, index, 5)
+    sex = "F" if rng.random() < FEMALE_SHARE else "M"
+    age = int(np.clip(round(rng.normal(AGE_MEAN, AGE_SD)), *AGE_RANGE))
+    return sex, age
 
 
 def synthesize_study(
@@ -68,6 +87,7 @@ def synthesize_study(
     draw = _study_rng(seed, index, 4).random()
     split = next((name for name, upper in _cumulative(SPLIT_FRACTIONS) if draw < upper), "test")
     digest = hashlib.sha1(f"synthcxr:{seed}:{index}".encode()).hexdigest()
+    sex, age = patient_metadata(seed, index)
     return SynthStudy(
         index=index,
         image=render_radiograph(anatomy, findings, size, noise_seed),
@@ -83,6 +103,8 @@ def synthesize_study(
         subject_id=10_000_000 + index,
         study_id=50_000_000 + index,
         dicom_id="-".join(digest[i : i + 8] for i in range(0, 40, 8)),
+        sex=sex,
+        age=age,
         anatomy=anatomy,
         noise_seed=noise_seed,
     )
@@ -120,4 +142,4 @@ def generate_synthcxr(n, size=512, seed=0, *, start=0, num_workers=0, **options)
             yield make(index)
 
 
-__all__ = ["SPLIT_FRACTIONS", "SynthStudy", "generate_synthcxr", "synthesize_study"]
+__all__ = ["SPLIT_FRACTIONS", "SynthStudy", "generate_synthcxr", "patient_metadata", "synthesize_study"]

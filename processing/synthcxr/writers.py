@@ -9,6 +9,10 @@
                                           PatientOrientationCodeSequence_CodeMeaning
         mimic-cxr-2.0.0-chexpert.csv      subject_id,study_id,<14 labels, alphabetical> (1.0/0.0/-1.0/blank)
         mimic-cxr-2.0.0-split.csv         dicom_id,study_id,subject_id,split (train/validate/test)
+        patients.csv                      subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod: MIMIC-IV's
+                                          hosp/patients table, which real MIMIC-CXR studies are joined with (one
+                                          SynthCXR patient per study; anchor_year = the study's year, so
+                                          anchor_age is the age at the study)
         files/p10/p10000000/s50000000/<dicom_id>.jpg
         files/p10/p10000000/s50000000.txt
       openi/                              Open-I / IU X-ray
@@ -19,7 +23,7 @@
                                             question_type, phrase_type, ...}]
         VQA_RAD Image Folder/synpic100000.jpg
 
-With `gzip_tables=True` the three MIMIC tables are written as `.csv.gz`, as PhysioNet ships them.
+With `gzip_tables=True` the four MIMIC tables are written as `.csv.gz`, as PhysioNet ships them.
 """
 
 import csv
@@ -57,6 +61,8 @@ METADATA_COLUMNS = [
 # MIMIC-CXR-JPG's label file orders the 14 observations alphabetically.
 CHEXPERT_FILE_COLUMNS = ["subject_id", "study_id", *sorted(CHEXPERT_LABELS)]
 SPLIT_COLUMNS = ["dicom_id", "study_id", "subject_id", "split"]
+PATIENTS_COLUMNS = ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]
+ANCHOR_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019")
 VQA_RAD_JSON = "VQA_RAD Dataset Public.json"
 VQA_RAD_IMAGES = "VQA_RAD Image Folder"
 JPEG_QUALITY = 95  # MIMIC-CXR-JPG's own quality
@@ -94,6 +100,7 @@ class _MimicWriter:
                 ("split", SPLIT_COLUMNS),
             )
         }
+        self.tables["patients"] = self._open(root / f"patients{suffix}", PATIENTS_COLUMNS)
 
     def _open(self, path, columns):
         # gzip with mtime=0 so the same data give the same bytes.
@@ -136,6 +143,8 @@ class _MimicWriter:
             [subject, study_id, *(_label_cell(study.labels[name]) for name in sorted(CHEXPERT_LABELS))]
         )
         self.tables["split"][1].writerow([study.dicom_id, study_id, subject, study.split])
+        year_group = ANCHOR_YEAR_GROUPS[digest[7] % len(ANCHOR_YEAR_GROUPS)]
+        self.tables["patients"][1].writerow([subject, study.sex, study.age, date[:4], year_group, ""])
 
     def close(self):
         for handle, _ in self.tables.values():
@@ -265,6 +274,8 @@ def _truth_record(study):
         "dicom_id": study.dicom_id,
         "split": study.split,
         "view": study.view,
+        "sex": study.sex,
+        "age": study.age,
         "report": study.report,
         "labels": study.labels,
         "findings": [f.as_dict() for f in study.findings],
@@ -307,4 +318,6 @@ def write_synthcxr(
     return folders
 
 
-__all__ = ["CHEXPERT_FILE_COLUMNS", "LAYOUTS", "METADATA_COLUMNS", "SPLIT_COLUMNS", "write_synthcxr"]
+__all__ = [
+    "CHEXPERT_FILE_COLUMNS", "LAYOUTS", "METADATA_COLUMNS", "PATIENTS_COLUMNS", "SPLIT_COLUMNS", "write_synthcxr",
+]
