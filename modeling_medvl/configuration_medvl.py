@@ -7,6 +7,8 @@ from transformers import PreTrainedConfig
 
 CONTRASTIVE_TARGETS = ("pair", "label_aware")
 FUSION_TYPES = ("cross_attention", "merged", "none")
+NORM_POSITIONS = ("post", "pre")
+PROJECTION_TYPES = ("linear", "mlp")
 MAX_TEXT_POSITIONS = 256
 TEXT_POOLINGS = ("mean", "cls", "eos")
 
@@ -106,6 +108,10 @@ class MedVLTextConfig(PreTrainedConfig):
         eos_token_id (`int`, *optional*): End token ([SEP] / <|endoftext|>); ends generated reports.
         mask_token_id (`int`, *optional*): [MASK] token used by masked language modelling.
         initializer_range (`float`, defaults to 0.02): Standard deviation of the weight initialiser.
+        norm_position (`str`, defaults to `"post"`): Where the tower's LayerNorms sit. `"post"`: after each residual
+            sum and after the embeddings (BERT). `"pre"`: before each attention and feed-forward block, none after the
+            embeddings, one after the last layer (CLIP / open_clip text towers, with `hidden_act="quick_gelu"` for
+            OpenAI's weights).
     """
 
     model_type = "medvl_text"
@@ -128,6 +134,7 @@ class MedVLTextConfig(PreTrainedConfig):
     eos_token_id: int | None = 102
     mask_token_id: int | None = 103
     initializer_range: float = 0.02
+    norm_position: str = "post"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -139,6 +146,8 @@ class MedVLTextConfig(PreTrainedConfig):
         """Reject impossible text settings at config time (a plain `ValueError`, raised from `__init__`)."""
         if self.pooling not in TEXT_POOLINGS:
             raise ValueError(f"text_config.pooling must be one of {TEXT_POOLINGS}, got {self.pooling!r}.")
+        if self.norm_position not in NORM_POSITIONS:
+            raise ValueError(f"text_config.norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}.")
         if self.is_causal and self.pooling != "eos":
             raise ValueError(
                 f"text_config.pooling={self.pooling!r} with a causal tower: only the last token ('eos') has seen "
@@ -198,6 +207,12 @@ class MedVLConfig(PreTrainedConfig):
         classifier_dropout (`float`, defaults to 0.0): Dropout before the classification / answer heads.
         initializer_range (`float`, defaults to 0.02): Standard deviation of the initialiser of MedVL's own layers.
         tie_word_embeddings (`bool`, defaults to `True`): Tie the MLM / report LM heads to their token embeddings.
+        text_projection_type (`str`, defaults to `"linear"`): `"linear"`: one bias-free linear map into the shared
+            space (CLIP). `"mlp"`: linear, GELU, linear, both bias-free, through (hidden + projection_dim) // 2 units
+            (open_clip's `hf_proj_type="mlp"`, as BiomedCLIP's text tower).
+        lock_vision_tower (`bool`, defaults to `False`): Locked-image tuning (LiT): the vision tower's weights take
+            no gradient (they are left out of the optimiser) and the tower stays in eval mode while training.
+        lock_text_tower (`bool`, defaults to `False`): The same for the text tower.
 
     The classification and question-answering heads size their output from `num_labels` / `id2label` and choose
     their loss from `problem_type` (`"single_label_classification"` or `"multi_label_classification"`).
@@ -224,6 +239,9 @@ class MedVLConfig(PreTrainedConfig):
     classifier_dropout: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
+    text_projection_type: str = "linear"
+    lock_vision_tower: bool = False
+    lock_text_tower: bool = False
 
     def __post_init__(self, **kwargs):
         for key, config_class in self.sub_configs.items():
@@ -245,6 +263,10 @@ class MedVLConfig(PreTrainedConfig):
             )
         if self.num_decoder_layers < 1:
             raise ValueError(f"num_decoder_layers must be >= 1, got {self.num_decoder_layers}.")
+        if self.text_projection_type not in PROJECTION_TYPES:
+            raise ValueError(
+                f"text_projection_type must be one of {PROJECTION_TYPES}, got {self.text_projection_type!r}."
+            )
         if self.projection_dim <= 0:
             raise ValueError(f"projection_dim must be positive, got {self.projection_dim}.")
         for name in ("itc_weight", "mlm_weight", "itm_weight"):
@@ -348,8 +370,10 @@ PRESETS = {
         "num_fusion_layers": 6,
         "num_decoder_layers": 6,
     },
+    # Exactly OpenAI CLIP ViT-L/14-336's towers (QuickGELU, pre-LayerNorm text tower, 77 positions):
+    # `MedVLModel.from_clip` fills them from a transformers CLIPModel folder.
     "vit-l14-336": {
-        "vision_config": {"backbone": "vit_large_patch14_clip_336", "image_size": 336},
+        "vision_config": {"backbone": "vit_large_patch14_clip_quickgelu_336", "image_size": 336},
         "text_config": {
             "vocab_size": 49408,
             "hidden_size": 768,
@@ -357,6 +381,12 @@ PRESETS = {
             "num_attention_heads": 12,
             "intermediate_size": 3072,
             "is_causal": True,
+            "hidden_act": "quick_gelu",
+            "norm_position": "pre",
+            "layer_norm_eps": 1e-5,
+            "max_position_embeddings": 77,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
             # Not the EOS id: padding_idx rows are zero and never trained, and the causal tower pools at EOS.
             "pad_token_id": 0,
             "bos_token_id": 49406,

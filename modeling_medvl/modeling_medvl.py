@@ -12,11 +12,12 @@ from transformers import PreTrainedModel, initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, logging
 
+from .clip_layout_medvl import build_text_projection, build_text_tower
 from .configuration_medvl import MedVLConfig
 from .fusion_medvl import MedVLFusion
-from .layers_medvl import MedVLLMHead, MedVLTextEncoder
+from .layers_medvl import MedVLTextEncoder
 from .losses_medvl import contrastive_loss
-from .tower_init_medvl import bert_mlm_head_to_medvl, bert_to_medvl_text, read_bert_checkpoint
+from .tower_init_medvl import load_pretrained_towers
 from .vision_medvl import MedVLAttentionPool, MedVLVisionTower
 
 logger = logging.get_logger(__name__)
@@ -129,6 +130,7 @@ class MedVLPreTrainedModel(PreTrainedModel):
         }
         self._no_split_modules = ["MedVLLayer", *sorted(block_classes)]
         super().post_init()
+        self.lock_towers()
 
     def _share_attn_implementation(self) -> None:
         """The towers are plain modules reading their sub-config: give those left unresolved the implementation
@@ -156,30 +158,63 @@ class MedVLPreTrainedModel(PreTrainedModel):
         text_model_path: str | Path | None = None,
     ) -> "MedVLPreTrainedModel":
         """Build the model from `config`, then load separately pretrained towers held locally:
-        `vision_weights`, a timm weight file for the vision backbone; `text_model_path`, a folder written by
-        transformers' `BertModel` / `BertForMaskedLM.save_pretrained`, mapped onto the text tower (and the report
-        decoder's self-attention layers; and the MLM head when the folder has one). Fusion layers, projections and
-        heads keep their fresh initialisation."""
+        `vision_weights`, a timm weight file for the vision backbone (adapted by timm's own checkpoint filter, e.g.
+        a 224 px ViT's position table resampled to `config.vision_config.image_size`); `text_model_path`, a folder
+        written by transformers' `BertModel` / `BertForMaskedLM.save_pretrained` (BERT, PubMedBERT, CXR-BERT
+        layouts), mapped onto the text tower (and the report decoder's self-attention layers; and the MLM head when
+        the folder has one). Fusion layers, projections and heads keep their fresh initialisation; the log says
+        what was loaded and what is new."""
         model = cls(config)
-        if vision_weights is not None:
-            for module in model.modules():
-                if isinstance(module, MedVLVisionTower):
-                    module.load_backbone_weights(vision_weights)
-        if text_model_path is not None:
-            bert_config, bert_state_dict = read_bert_checkpoint(text_model_path)
-            for name, module in model.named_modules():
-                if isinstance(module, MedVLTextEncoder):
-                    mapped = bert_to_medvl_text(bert_config, bert_state_dict, config.text_config, len(module.layers))
-                    # strict=False: a decoder's cross-attention layers have no BERT counterpart.
-                    result = module.load_state_dict(mapped, strict=False)
-                    if result.unexpected_keys:
-                        raise ValueError(f"BERT weights did not fit {name}: {result.unexpected_keys[:5]}")
-                    logger.info(f"Initialised {name} from {text_model_path} ({len(mapped)} tensors).")
-                elif isinstance(module, MedVLLMHead) and name == "mlm_head":
-                    head_weights = bert_mlm_head_to_medvl(bert_state_dict)
-                    if head_weights is not None:
-                        module.load_state_dict(head_weights, strict=False)
+        load_pretrained_towers(model, vision_weights, text_model_path)
         return model
+
+    @classmethod
+    def from_clip(cls, path: str | Path, **config_overrides) -> "MedVLPreTrainedModel":
+        """Start from a transformers `CLIPModel` folder (e.g. a local copy of openai/clip-vit-large-patch14-336): its
+        vision tower (as a timm CLIP ViT), causal text tower, both projections and the temperature, exactly; MedVL's
+        own layers (fusion, heads) are new and logged as such. `config_overrides` set MedVL fields, e.g.
+        `fusion_type="cross_attention"`. The folder's tokenizer stays usable with the model (its size is checked)."""
+        from .weight_conversion_medvl import convert_hf_clip
+
+        return convert_hf_clip(cls, path, **config_overrides)
+
+    @classmethod
+    def from_open_clip(
+        cls, path: str | Path, model_name: str | None = None, model_config: dict | None = None, **config_overrides
+    ) -> "MedVLPreTrainedModel":
+        """Start from an open_clip checkpoint: a weight file with `model_name` (an open_clip model name, its
+        config read from the installed open_clip) or `model_config` (an open_clip model config dict), or a folder in
+        open_clip's Hub layout (`open_clip_config.json` + weights, as BiomedCLIP's). OpenAI-style ViT towers,
+        timm-tower models and hf-text-tower models (a BERT-style text model) convert exactly."""
+        from .open_clip_conversion_medvl import convert_open_clip
+
+        return convert_open_clip(cls, path, model_name, model_config, **config_overrides)
+
+    def locked_modules(self) -> list[nn.Module]:
+        """The towers (with their projections) that `config.lock_vision_tower` / `lock_text_tower` lock (LiT)."""
+        locked = []
+        for name, module in self.named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            if self.config.lock_vision_tower and (isinstance(module, MedVLVisionTower) or leaf == "visual_projection"):
+                locked.append(module)
+            # The report decoder subclasses the text tower's class and is never locked with it.
+            elif self.config.lock_text_tower and (type(module) is MedVLTextEncoder or leaf == "text_projection"):
+                locked.append(module)
+        return locked
+
+    def lock_towers(self) -> None:
+        """Apply the config's tower locks: locked weights take no gradient (optimisers built over trainable
+        parameters leave them out) and locked towers stay in eval mode. Called by `post_init`; call it again
+        after changing `config.lock_*_tower` on a built model."""
+        for module in self.locked_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.locked_modules():
+            module.eval()
+        return self
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the model code (flat `*.py` files) and an `auto_map` for every MedVL Auto class, so that
@@ -235,9 +270,9 @@ class MedVLModel(MedVLPreTrainedModel):
     def __init__(self, config: MedVLConfig):
         super().__init__(config)
         self.vision_model = MedVLVisionTower(config.vision_config)
-        self.text_model = MedVLTextEncoder(config.text_config)
+        self.text_model = build_text_tower(config.text_config)
         self.visual_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = build_text_projection(config)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.fusion = None
         if config.fusion_type != "none":

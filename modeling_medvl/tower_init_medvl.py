@@ -6,8 +6,13 @@ from pathlib import Path
 
 import torch
 
+from transformers.utils import logging
+
 from .configuration_medvl import MedVLTextConfig
-from .vision_medvl import read_weight_file
+from .layers_medvl import MedVLLMHead, MedVLTextEncoder
+from .vision_medvl import MedVLVisionTower, read_weight_file
+
+logger = logging.get_logger(__name__)
 
 # BERT layer parameter -> MedVL layer parameter (same post-LayerNorm layout).
 _BERT_LAYER_KEYS = {
@@ -55,6 +60,16 @@ def bert_to_medvl_text(
     }
     if mismatched:
         raise ValueError(f"The BERT checkpoint does not fit the text tower (BERT, MedVL): {mismatched}.")
+    if text_config.norm_position != "post":
+        raise ValueError("BERT checkpoints are post-LayerNorm; the text tower is configured with norm_position="
+                         f"{text_config.norm_position!r}.")
+    needed = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+              "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"]
+    needed += [f"encoder.layer.{index}.{name}.{kind}" for index in range(num_layers) for name in _BERT_LAYER_KEYS
+               for kind in ("weight", "bias")]
+    missing = [key for key in needed if key not in bert_state_dict]
+    if missing:
+        raise ValueError(f"The BERT checkpoint lacks {len(missing)} weights the text tower needs, e.g. {missing[:5]}.")
     if bert_config.get("num_hidden_layers", 0) < num_layers:
         raise ValueError(
             f"The BERT checkpoint has {bert_config.get('num_hidden_layers')} layers; the text tower needs {num_layers}."
@@ -96,4 +111,51 @@ def bert_mlm_head_to_medvl(bert_state_dict: dict[str, torch.Tensor]) -> dict[str
     }
 
 
-__all__ = ["bert_mlm_head_to_medvl", "bert_to_medvl_text", "read_bert_checkpoint"]
+def module_parts(keys) -> list[str]:
+    """The modules that `keys` (state dict keys) belong to, up to the first layer index: a short log line."""
+    parts = set()
+    for key in keys:
+        names = []
+        for name in key.split(".")[:-1]:
+            if name.isdigit():
+                break
+            names.append(name)
+        parts.add(".".join(names) or key)
+    return sorted(parts)
+
+
+def load_pretrained_towers(model, vision_weights=None, text_model_path=None) -> None:
+    """Load a timm weight file into every vision tower of `model` and a BERT-style folder into every text stack
+    (text tower, report decoder self-attention layers, MLM head); logs what was loaded and what stays new."""
+    loaded = set()
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if vision_weights is not None and isinstance(module, MedVLVisionTower):
+            module.load_backbone_weights(vision_weights)
+            loaded.update(f"{prefix}backbone.{key}" for key in module.backbone.state_dict())
+    if text_model_path is not None:
+        bert_config, bert_state_dict = read_bert_checkpoint(text_model_path)
+        for name, module in model.named_modules():
+            prefix = f"{name}." if name else ""
+            if isinstance(module, MedVLTextEncoder):
+                mapped = bert_to_medvl_text(bert_config, bert_state_dict, module.config, len(module.layers))
+                # strict=False: a decoder's cross-attention layers have no BERT counterpart.
+                result = module.load_state_dict(mapped, strict=False)
+                if result.unexpected_keys:
+                    raise ValueError(f"BERT weights did not fit {name}: {result.unexpected_keys[:5]}")
+                loaded.update(prefix + key for key in mapped)
+            elif isinstance(module, MedVLLMHead) and name.rsplit(".", 1)[-1] == "mlm_head":
+                head_weights = bert_mlm_head_to_medvl(bert_state_dict)
+                if head_weights is not None:
+                    module.load_state_dict(head_weights, strict=False)
+                    loaded.update(prefix + key for key in head_weights)
+    new = [key for key in model.state_dict() if key not in loaded]
+    sources = ", ".join(str(source) for source in (vision_weights, text_model_path) if source is not None)
+    logger.warning(
+        f"Loaded {len(loaded)} tensors from {sources or 'nothing'}; newly initialised (train them): "
+        f"{module_parts(new) or 'nothing'} ({len(new)} tensors)."
+    )
+
+
+__all__ = ["bert_mlm_head_to_medvl", "bert_to_medvl_text", "load_pretrained_towers", "module_parts",
+           "read_bert_checkpoint"]

@@ -1,5 +1,6 @@
 """MedVL's vision tower: a timm backbone built by name, returning patch tokens (for fusion) and a pooled embedding."""
 
+import sys
 from pathlib import Path
 
 import timm
@@ -187,10 +188,17 @@ class MedVLVisionTower(nn.Module):
             else:
                 block.forward = _CheckpointedBlockForward(block, checkpoint_function)
 
-    def load_backbone_weights(self, path: str | Path) -> None:
-        """Load a local timm weight file into the backbone. A classifier head in the file is ignored; any other
-        mismatch raises, naming the keys."""
-        state_dict = read_weight_file(path)
+    def load_backbone_weights(self, weights: str | Path | dict[str, torch.Tensor], source=None) -> None:
+        """Load timm weights (a local weight file, or a state dict from `source`) into the backbone, first passed
+        through the backbone family's own `checkpoint_filter_fn` as `timm.create_model(pretrained=True)` does: it
+        adapts what can be adapted (a ViT's absolute position table resampled to this image size, a Swin's
+        relative position tables to its window size, OpenAI CLIP / open_clip layouts). A classifier head is
+        ignored; anything else that does not fit raises, naming the keys."""
+        source = source if source is not None else weights
+        state_dict = weights if isinstance(weights, dict) else read_weight_file(weights)
+        filter_fn = getattr(sys.modules[type(self.backbone).__module__], "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            state_dict = filter_fn(state_dict, self.backbone)
         expected = self.backbone.state_dict()
         missing = [key for key in expected if key not in state_dict]
         # Derived buffers (made persistent above) may be absent from plain timm files: they are already correct.
@@ -199,26 +207,29 @@ class MedVLVisionTower(nn.Module):
         ]}
         missing = [key for key in missing if key not in derived]
         if missing:
-            raise ValueError(f"Weight file {path} lacks {len(missing)} backbone weights, e.g. {missing[:5]}.")
+            raise ValueError(f"{source} lacks {len(missing)} backbone weights, e.g. {missing[:5]}.")
         unexpected = [key for key in state_dict if key not in expected]
         non_head = [key for key in unexpected if not key.startswith(("head", "fc.", "classifier"))]
         if non_head:
             raise ValueError(
-                f"Weight file {path} has {len(non_head)} weights that {self.config.backbone!r} does not, "
+                f"{source} has {len(non_head)} weights that {self.config.backbone!r} does not, "
                 f"e.g. {non_head[:5]}: is it for another backbone?"
             )
-        for key, value in state_dict.items():
-            if key in expected and value.shape != expected[key].shape:
-                raise ValueError(
-                    f"Weight {key!r} in {path} has shape {tuple(value.shape)}, the backbone expects "
-                    f"{tuple(expected[key].shape)} (image size or backbone_kwargs differ?)."
-                )
+        mismatched = [
+            f"{key}: {tuple(value.shape)} vs {tuple(expected[key].shape)}"
+            for key, value in state_dict.items() if key in expected and value.shape != expected[key].shape
+        ]
+        if mismatched:
+            raise ValueError(
+                f"{source} has shapes the backbone cannot take even after timm's adaptation "
+                f"(checkpoint vs backbone; image size, patch size or backbone_kwargs differ?): {mismatched[:5]}."
+            )
         self.backbone.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
         # Loaded weights are final: the model's `post_init` must not re-initialise them.
         for name, tensor in self.backbone.state_dict(keep_vars=True).items():
             if name in state_dict:
                 tensor._is_hf_initialized = True
-        logger.info(f"Loaded {len(state_dict) - len(unexpected)} backbone weights from {path}.")
+        logger.info(f"Loaded {len(state_dict) - len(unexpected)} backbone weights from {source}.")
 
     def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         expected = (self.config.num_channels, self.config.image_size, self.config.image_size)
