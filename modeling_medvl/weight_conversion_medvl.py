@@ -143,7 +143,9 @@ def medvl_config_from_hf_clip(clip_config: dict, **overrides) -> MedVLConfig:
         num_hidden_layers=text.get("num_hidden_layers", 12), num_attention_heads=text.get("num_attention_heads", 8),
         intermediate_size=text.get("intermediate_size", 2048), hidden_act=text.get("hidden_act", "quick_gelu"),
         max_position_embeddings=text.get("max_position_embeddings", 77),
-        layer_norm_eps=text.get("layer_norm_eps", 1e-5), pad_token_id=text.get("pad_token_id", 1),
+        # CLIP's tokenizer pads with its end token and its config's pad id (1, "\"") is not used for padding:
+        # MedVL's padding row is token 0, as in the vit-l14-336 preset (attention masks exclude padding anyway).
+        layer_norm_eps=text.get("layer_norm_eps", 1e-5), pad_token_id=0,
         bos_token_id=text.get("bos_token_id", 49406), eos_token_id=text.get("eos_token_id", 49407),
     )
     vision_config = clip_vit_vision_config(
