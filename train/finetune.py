@@ -1,9 +1,12 @@
-"""Fine-tune MedVL for findings classification with transformers' Trainer, in full or with LoRA adapters.
+"""Fine-tune MedVL with transformers' Trainer, in full or with LoRA adapters: findings classification (here), VQA
+(train/finetune_vqa.py) and report generation (train/finetune_generation.py).
 
     accelerate launch train/finetune.py --task classification --data chexpert:/data/CheXpert-v1.0-small \\
         --init runs/p1/checkpoint-best --lora r=16 --output_dir runs/ft1
     accelerate launch train/finetune.py --data synthcxr:n=2000,size=64,seed=0 --output_dir runs/ft-synth
     accelerate launch train/finetune.py --config my_run.yaml --resume_from_checkpoint last
+    accelerate launch train/finetune.py --task vqa --data vqa-rad:/data/vqa-rad --init runs/p1/checkpoint-best
+    accelerate launch train/finetune.py --task report_generation --data mimic-cxr:/data/mimic-cxr-jpg --init ...
 
 Multi-label CheXpert classification (14 labels or `--labels`), uncertain labels by `--uncertain_policy`, early
 stopping on the validation split's macro AUC (`eval_auroc_macro`). The run folder gets run_config.yaml,
@@ -13,15 +16,13 @@ adapter's base), eval_results.json (validation AUC with bootstrap 95% intervals,
 baselines), roc_curves/roc_<label>.png and train_summary.json.
 """
 
-import json
 import time
 from pathlib import Path
 
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, set_seed
 
 from processing.augmentation import JointAugmentation
-from train.finetune_args import parse_finetune_args, save_finetune_config, training_values
+from train.finetune_args import parse_finetune_args, training_values
 from train.finetune_data import (
     AugmentedRows,
     ClassificationCollator,
@@ -30,66 +31,24 @@ from train.finetune_data import (
     resolve_label_names,
 )
 from train.finetune_eval import AurocMetrics, auroc, majority_baseline, plot_roc_curves, probabilities, summary
-from train.finetune_model import build_classifier, checked_init_folder, load_classifier_weights
+from train.finetune_model import build_classifier, checked_init_folder
+from train.finetune_run import (
+    BASE_FOLDER,
+    BEST_FOLDER,
+    EVAL_RESULTS_FILE,
+    SUMMARY_FILE,
+    log_parameters,
+    prepare_model,
+    resolve_resume,
+    save_best,
+    save_run_config,
+    training_callbacks,
+    write_run_files,
+)
 from train.logging_utils import get_logger
-from train.lora_presets import apply_lora, parse_lora_spec, trainable_parameters
+from train.lora_presets import parse_lora_spec, trainable_parameters
 
 logger = get_logger("medvl.finetune")
-
-BEST_FOLDER = "checkpoint-best"
-BASE_FOLDER = "base_model"
-EVAL_RESULTS_FILE = "eval_results.json"
-SUMMARY_FILE = "train_summary.json"
-
-
-class SaveModelConfig(TrainerCallback):
-    """Writes the model's config.json into each LoRA checkpoint (peft saves only the adapter), so that a checkpoint
-    alone tells the loader the label set and the model class."""
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and folder.is_dir():
-            model.get_base_model().config.save_pretrained(str(folder))
-
-
-def resolve_resume(value, output_dir):
-    """`--resume_from_checkpoint`: a checkpoint folder, or 'last' for the newest one in the run folder."""
-    if not value:
-        return None
-    if value.lower() in ("last", "true"):
-        last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-<step> folder in {output_dir}")
-        return last
-    if not Path(value).is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
-    return value
-
-
-def prepare_model(model_args, lora, label_names, output_dir, resuming: bool, is_main: bool):
-    """(model, processor, base path or None): the classifier, wrapped with LoRA when `lora` is given. LoRA from
-    scratch saves its fresh base in the run folder, the weights the adapter belongs to (and reloads it on resume)."""
-    model, processor = build_classifier(model_args, label_names)
-    model.config.architectures = [type(model).__name__]  # a pretraining checkpoint's config names its own class
-    if lora is None:
-        return model, processor, None
-    if model_args.init:
-        base_path = checked_init_folder(model_args.init)
-    else:
-        base_path = output_dir / BASE_FOLDER
-        if resuming and (base_path / "config.json").is_file():
-            model = load_classifier_weights(base_path, model.config)
-        elif is_main:
-            model.save_pretrained(str(base_path))
-    return apply_lora(model, lora, base_path), processor, base_path
-
-
-def save_best(trainer, output_dir, lora: bool) -> Path:
-    folder = output_dir / BEST_FOLDER
-    trainer.save_model(str(folder))  # the model (or the adapter alone) and the processor
-    if lora and trainer.is_world_process_zero():
-        trainer.model.get_base_model().config.save_pretrained(str(folder))
-    return folder
 
 
 def predict_scores(trainer, dataset):
@@ -119,21 +78,17 @@ def run_classification(model_args, data_args, args, chosen_training_values=None)
         unlearnable = [name for name, count in splits.train_counts.items() if not count["positive"]]
         if unlearnable:
             logger.warning(f"no positive training study for {unlearnable}: the model can only learn to deny them")
-    model, processor, base_path = prepare_model(model_args, lora, label_names, output_dir, resume is not None, is_main)
+    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume is not None, is_main,
+                                                lambda: build_classifier(model_args, label_names))
     parameters = trainable_parameters(model)
-    if is_main:
-        logger.info(f"trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} "
-                    f"({100 * parameters['share']:.2f}%)")
+    log_parameters(parameters, is_main)
 
-    train_dataset, callbacks = splits.train, []
+    train_dataset, extra = splits.train, []
     if data_args.augment:
         augmentation = JointAugmentation(horizontal_flip=data_args.horizontal_flip, swap_laterality_on_flip=False)
         train_dataset = AugmentedRows(splits.train, augmentation, seed=args.seed)
-        callbacks.append(EpochCallback(train_dataset))
-    if args.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
-    if base_path is not None:
-        callbacks.append(SaveModelConfig())
+        extra.append(EpochCallback(train_dataset))
+    callbacks = training_callbacks(args, base_path, extra)
     collator = ClassificationCollator(processor, label_names, data_args.uncertain_policy, data_args.blank_policy)
     trainer = Trainer(
         model=model,
@@ -151,10 +106,8 @@ def run_classification(model_args, data_args, args, chosen_training_values=None)
         "validation_data": splits.validation_spec,
         "lora_base_model": str(base_path) if base_path else None,
     }
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_finetune_config(output_dir / "run_config.yaml", model_args, data_args,
-                             chosen_training_values or training_values(args), resolved)
+    save_run_config(output_dir, model_args, data_args, chosen_training_values or training_values(args), resolved,
+                    is_main)
 
     baselines = {}
     if args.evaluate_initial_model and resume is None:
@@ -182,7 +135,6 @@ def write_results(trainer, train_result, splits, scores, targets, baselines, fac
     output_dir, label_names = Path(args.output_dir), facts["label_names"]
     final = auroc(scores, targets, label_names, bootstrap_samples=args.bootstrap_samples, seed=args.seed)
     baselines["majority"] = summary(majority_baseline(splits.train_counts, targets, label_names))
-    state = trainer.state
     results = {
         "task": "classification",
         "split": "validation",
@@ -191,29 +143,13 @@ def write_results(trainer, train_result, splits, scores, targets, baselines, fac
         "num_studies": len(targets),
         **{key: facts[key] for key in ("label_names", "uncertain_policy", "blank_policy")},
         "validation_label_counts": splits.validation_counts,
-        "model": str(output_dir / BEST_FOLDER),
-        "best_checkpoint": state.best_model_checkpoint,
         "bootstrap_samples": args.bootstrap_samples,
         **summary(final),
         "baselines": baselines,
         "trainable_parameters": facts["trainable_parameters"],
     }
     results["roc_curves"] = plot_roc_curves(scores, targets, label_names, final, output_dir)
-    (output_dir / EVAL_RESULTS_FILE).write_text(json.dumps(results, indent=2))
-    run_summary = {
-        "global_step": state.global_step,
-        "max_steps": state.max_steps,
-        "epochs": state.epoch,
-        "stopped_early": state.global_step < state.max_steps,
-        "best_metric": state.best_metric,
-        "best_checkpoint": state.best_model_checkpoint,
-        "train_metrics": train_result.metrics,
-        "trainable_parameters": facts["trainable_parameters"],
-        "lora": facts["lora"],
-        "final_auroc_macro": final["auroc_macro"],
-        "elapsed_s": time.time() - started,
-    }
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(run_summary, indent=2))
+    results = write_run_files(trainer, train_result, results, facts, "auroc_macro", started)
     compared = ", ".join(f"{name} {baseline['auroc_macro']:.4f}" for name, baseline in baselines.items())
     low, high = final["auroc_macro_ci"]
     logger.info(f"validation macro AUC {final['auroc_macro']:.4f} (95% CI {low:.4f}-{high:.4f}); baselines: "
@@ -223,10 +159,25 @@ def write_results(trainer, train_result, splits, scores, targets, baselines, fac
 
 def main(argv=None) -> dict:
     model_args, data_args, args = parse_finetune_args(argv)
-    return run_classification(model_args, data_args, args, training_values(args, argv))
+    if model_args.task == "vqa":
+        from train.finetune_vqa import run_vqa as run
+    elif model_args.task == "report_generation":
+        from train.finetune_generation import run_report_generation as run
+    else:
+        run = run_classification
+    return run(model_args, data_args, args, training_values(args, argv))
 
 
-__all__ = ["BASE_FOLDER", "BEST_FOLDER", "main", "prepare_model", "resolve_resume", "run_classification"]
+__all__ = [
+    "BASE_FOLDER",
+    "BEST_FOLDER",
+    "EVAL_RESULTS_FILE",
+    "SUMMARY_FILE",
+    "main",
+    "prepare_model",
+    "resolve_resume",
+    "run_classification",
+]
 
 if __name__ == "__main__":
     main()

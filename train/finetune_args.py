@@ -14,7 +14,9 @@ from transformers import TrainingArguments
 
 from train.run_config import config_tokens, parse_config_and_args
 
-TASKS = ("classification",)
+TASKS = ("classification", "vqa", "report_generation")
+# The validation metric each task stops early on and keeps its best checkpoint by (Trainer prefixes `eval_`).
+TASK_METRICS = {"classification": "auroc_macro", "vqa": "accuracy", "report_generation": "cider"}
 DEFAULT_SYNTHCXR_PRESET = "tiny-convnext"
 
 
@@ -22,7 +24,9 @@ DEFAULT_SYNTHCXR_PRESET = "tiny-convnext"
 class FinetuneModelArguments:
     task: str = field(
         default="classification",
-        metadata={"help": "What to fine-tune for: 'classification' (multi-label findings).", "choices": list(TASKS)},
+        metadata={"help": "What to fine-tune for: 'classification' (multi-label findings), 'vqa' (answers over the "
+                          "training split's answer vocabulary) or 'report_generation' (image to report).",
+                  "choices": list(TASKS)},
     )
     init: Optional[str] = field(
         default=None,
@@ -54,7 +58,8 @@ class FinetuneDataArguments:
         default=None,
         metadata={"help": "Labelled source: chexpert:/dir (train.csv / valid.csv), mimic-cxr:/dir (train / validate "
                           "splits), saved:/datasets_folder (a DatasetDict with train and validation splits), or "
-                          "synthcxr:n=2000,size=64,seed=0."},
+                          "synthcxr:n=2000,size=64,seed=0. VQA also reads vqa-rad:/dir and slake:/dir; report "
+                          "generation also openi:/dir."},
     )
     validation_data: Optional[str] = field(
         default=None,
@@ -78,6 +83,26 @@ class FinetuneDataArguments:
         metadata={"help": "Blank labels (the report does not mention the finding): 'zeros' (negative, CheXpert's "
                           "practice) or 'ignore'.", "choices": ["zeros", "ignore"]},
     )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of the training images held out for validation when a source has no validation "
+                          "split (vqa-rad, openi); chosen by a hash of the image name, so every question of an image "
+                          "lands on one side."},
+    )
+    max_text_length: int = field(
+        default=128, metadata={"help": "Tokens kept of a question (VQA) or a report (report generation)."}
+    )
+    tokenizer_vocab_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "Vocabulary of the tokenizer trained on the training texts when there is no --init "
+                          "(default: the preset's text vocabulary)."},
+    )
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "Report generation: the most tokens generated per report (greedy decoding)."}
+    )
+    html_examples: int = field(
+        default=8, metadata={"help": "Report generation: validation studies shown in examples.html (0: none)."}
+    )
     augment: bool = field(default=True, metadata={"help": "Random resized crop and brightness/contrast jitter."})
     horizontal_flip: bool = field(
         default=False,
@@ -88,14 +113,17 @@ class FinetuneDataArguments:
 
 @dataclass
 class FinetuneTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with fine-tuning defaults: evaluation and a checkpoint every epoch, the best by
-    validation macro AUC kept and loaded at the end, cosine decay after a 10% warmup, TensorBoard logs."""
+    """`TrainingArguments` with fine-tuning defaults: evaluation and a checkpoint every epoch, the best by the
+    task's validation metric (macro AUC, VQA accuracy, CIDEr) kept and loaded at the end, cosine decay after a 10%
+    warmup, TensorBoard logs."""
 
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: 'no', 'steps' or 'epoch'."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Reload the best checkpoint at the end."})
     metric_for_best_model: Optional[str] = field(
-        default="auroc_macro", metadata={"help": "Validation metric that picks the best checkpoint."}
+        default="auroc_macro",
+        metadata={"help": "Validation metric that picks the best checkpoint and stops early (default: the task's: "
+                          "auroc_macro, accuracy for vqa, cider for report_generation)."},
     )
     greater_is_better: Optional[bool] = field(default=True, metadata={"help": "Whether a larger metric is better."})
     save_total_limit: Optional[int] = field(
@@ -147,6 +175,14 @@ def validate_finetune_args(model_args, data_args, train_args):
         raise ValueError(f"--early_stopping_patience must be >= 0, got {train_args.early_stopping_patience}")
     if data_args.validation_size < 1:
         raise ValueError(f"--validation_size must be >= 1, got {data_args.validation_size}")
+    if data_args.max_text_length < 2 or data_args.max_new_tokens < 1:
+        raise ValueError("--max_text_length must be >= 2 and --max_new_tokens >= 1")
+    if not 0 < data_args.validation_fraction < 1:
+        raise ValueError(f"--validation_fraction must be in (0, 1), got {data_args.validation_fraction}")
+    if model_args.task != "classification" and train_args.metric_for_best_model == TASK_METRICS["classification"]:
+        # The default names classification's metric; another task keeps its best checkpoint by its own.
+        train_args.metric_for_best_model = TASK_METRICS[model_args.task]
+        train_args.greater_is_better = True
     if model_args.init is None and model_args.model_preset is None:
         if not data_args.data.startswith("synthcxr:"):
             raise ValueError("give --init (a pretrained MedVL folder) or --model_preset (training from scratch)")
@@ -208,6 +244,8 @@ __all__ = [
     "FinetuneModelArguments",
     "FinetuneDataArguments",
     "FinetuneTrainingArguments",
+    "TASKS",
+    "TASK_METRICS",
     "parse_finetune_args",
     "save_finetune_config",
     "training_values",

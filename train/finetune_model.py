@@ -11,15 +11,17 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from modeling_medvl import MedVLConfig, MedVLForImageClassification
+from modeling_medvl.vision_medvl import MedVLVisionTower
 from processing.image_processing_medvl import MedVLImageProcessor
 from processing.processing_medvl import MedVLProcessor
-from train.pretrain_setup import config_overrides, preset_config
+from processing.tokenizer_training import train_clinical_tokenizer
+from train.pretrain_setup import build_processor, config_overrides, preset_config, preset_overrides, token_ids
 
-VISION_PREFIX = "vision_model."
+TOKENIZER_FOLDER = "tokenizer"
 PROBLEM_TYPE = "multi_label_classification"
 
 logger = logging.getLogger("medvl.finetune")
@@ -52,27 +54,42 @@ def checked_init_folder(init) -> Path:
     raise FileNotFoundError(f"--init {init}: not a saved MedVL model folder (no config.json)")
 
 
-def load_classifier_weights(folder, config) -> MedVLForImageClassification:
-    """`MedVLForImageClassification` with `config`, weights from `folder`; raises if any vision-tower tensor is
-    missing there. The checkpoint's text tower, fusion and pretraining heads are expected leftovers (not logged);
-    a classifier of another shape is replaced by a fresh one."""
+def vision_tower_prefix(model) -> str:
+    """Where `model` keeps its vision tower in its state dict (`vision_model.` or `medvl.vision_model.`)."""
+    for name, module in model.named_modules():
+        if isinstance(module, MedVLVisionTower):
+            return f"{name}."
+    raise ValueError(f"{type(model).__name__} has no vision tower")
+
+
+def load_task_weights(model_class, folder, config):
+    """`model_class` (a MedVL task model) with `config`, weights from `folder`; raises if any vision-tower tensor is
+    missing there. A pretraining checkpoint's parts the task model lacks are expected leftovers (not logged); a head
+    of another shape is replaced by a fresh one."""
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers' load report lists every unused text-tower tensor
+    hf_logging.set_verbosity_error()  # transformers' load report lists every unused tensor
     try:
-        model, info = MedVLForImageClassification.from_pretrained(
+        model, info = model_class.from_pretrained(
             str(folder), config=config, output_loading_info=True, ignore_mismatched_sizes=True
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    missing_tower = sorted(key for key in info["missing_keys"] if key.startswith(VISION_PREFIX))
+    prefix = vision_tower_prefix(model)
+    missing_tower = sorted(key for key in info["missing_keys"] if key.startswith(prefix))
     if missing_tower:
         raise ValueError(
             f"{folder}: {len(missing_tower)} vision-tower tensor(s) not found in the checkpoint (e.g. "
             f"{missing_tower[:3]}); is it a MedVL model with the same vision backbone?"
         )
     fresh = sorted(info["missing_keys"]) + sorted(str(item[0]) for item in info.get("mismatched_keys", ()))
-    logger.info(f"loaded the vision tower from {folder}; newly initialised: {fresh or 'nothing'}")
+    shown = fresh if len(fresh) <= 8 else fresh[:8] + [f"... {len(fresh) - 8} more"]
+    logger.info(f"loaded {type(model).__name__} from {folder}; newly initialised: {shown or 'nothing'}")
     return model
+
+
+def load_classifier_weights(folder, config) -> MedVLForImageClassification:
+    """`MedVLForImageClassification` from `folder` (see `load_task_weights`)."""
+    return load_task_weights(MedVLForImageClassification, folder, config)
 
 
 def load_processor(folder, image_size: int):
@@ -122,11 +139,56 @@ def build_classifier(model_args, label_names):
     return model, processor
 
 
+
+def run_tokenizer(texts, output_dir, vocab_size: int, max_length: int, is_main: bool):
+    """The tokenizer of a run trained from scratch: trained on the training split's `texts` at the first start,
+    saved in `<output_dir>/tokenizer` and read back from there (on resume, and by every rank)."""
+    folder = Path(output_dir) / TOKENIZER_FOLDER
+    if is_main and not (folder / "tokenizer_config.json").is_file():
+        tokenizer = train_clinical_tokenizer(list(texts), vocab_size=vocab_size, max_length=max_length)
+        tokenizer.save_pretrained(str(folder))
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def build_text_task_model(model_args, model_class, texts, output_dir, is_main=True, labels=None, max_length=256):
+    """(model, processor) of a task that reads or writes text (VQA, report generation): `--init` with the
+    tokenizer saved beside it, or a fresh `--model_preset` with a tokenizer trained on `texts` (the training split's
+    questions or reports). `labels`: `label_config` entries for a classifying head."""
+    if model_args.init:
+        folder = checked_init_folder(model_args.init)
+        processor = load_processor(folder, 0)
+        if not isinstance(processor, MedVLProcessor):
+            raise ValueError(f"--init {folder}: no tokenizer saved beside the model; {model_class.__name__} reads "
+                             "text, so start from a pretraining checkpoint (its processor holds the tokenizer)")
+        config = MedVLConfig.from_pretrained(str(folder))
+        _apply_overrides(config, config_overrides(model_args.model_overrides, config))
+        if config.text_config.vocab_size < len(processor.tokenizer):
+            raise ValueError(f"--init {folder}: text vocabulary {config.text_config.vocab_size} is smaller than the "
+                             f"tokenizer's {len(processor.tokenizer)}")
+        for key, value in (labels or {}).items():
+            setattr(config, key, value)
+        return load_task_weights(model_class, folder, config), processor
+    overrides = preset_overrides(model_args)
+    text_overrides = dict(overrides.pop("text_config", {}))
+    vocab_size = text_overrides.get("vocab_size") or MedVLConfig.from_preset(model_args.model_preset).text_config.vocab_size
+    tokenizer = run_tokenizer(texts, output_dir, vocab_size, max_length, is_main)
+    text_overrides.update(token_ids(tokenizer))
+    config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides, **(labels or {}))
+    return model_class(config), build_processor(tokenizer, config.vision_config.image_size)
+
+
 __all__ = [
     "build_classifier",
     "build_image_processor",
+    "build_text_task_model",
     "checked_init_folder",
     "label_config",
     "load_classifier_weights",
     "load_processor",
+    "load_task_weights",
+    "run_tokenizer",
+    "vision_tower_prefix",
 ]

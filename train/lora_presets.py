@@ -27,7 +27,7 @@ from modeling_medvl import MedVLConfig
 from modeling_medvl.fusion_medvl import MedVLFusion
 from modeling_medvl.layers_medvl import MedVLTextEncoder
 from modeling_medvl.vision_medvl import MedVLVisionTower
-from train.finetune_model import load_classifier_weights
+from train.finetune_model import load_task_weights
 
 PARTS = ("vision", "text", "fusion")
 TIMM_FAMILIES = {"VisionTransformer": "vit", "SwinTransformer": "swin", "ConvNeXt": "convnext"}
@@ -187,10 +187,7 @@ def load_finetuned_model(folder, base_model=None):
     if not (base_path / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: the adapter's base model {base_path} is not a saved model folder; pass "
                                 "base_model= (the --init folder, or base_model/ of a run trained from scratch)")
-    if cls is modeling_medvl.MedVLForImageClassification:
-        base = load_classifier_weights(base_path, config)  # checks that the vision tower loaded
-    else:
-        base = cls.from_pretrained(str(base_path), config=config)
+    base = load_task_weights(cls, base_path, config)  # checks that the vision tower loaded
     return PeftModel.from_pretrained(base, str(folder)).eval()
 
 

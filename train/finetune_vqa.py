@@ -1,0 +1,177 @@
+"""VQA fine-tuning (`train/finetune.py --task vqa`): MedVLForQuestionAnswering classifies each image-question pair
+over the answer vocabulary of the training split, closed (yes/no) and open questions alike.
+
+    accelerate launch train/finetune.py --task vqa --data vqa-rad:/data/vqa-rad --init runs/p1/checkpoint-best
+    accelerate launch train/finetune.py --config train/configs/finetune_vqa_tiny_synthcxr.yaml --output_dir runs/vqa
+
+Early stopping and the best checkpoint by validation accuracy (`eval_accuracy`). eval_results.json holds the
+medvl_vqa metric's accuracy, closed and open, with bootstrap 95% intervals; the validation answers outside the
+training vocabulary (counted wrong, never dropped); and two baselines: the most frequent training answer of each
+answer type (`majority`) and the model before training (`initial_model`).
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+from transformers import Trainer, set_seed
+
+from modeling_medvl import MedVLForQuestionAnswering
+from train.finetune_args import training_values
+from train.finetune_model import build_text_task_model, checked_init_folder, label_config
+from train.finetune_run import (
+    EVAL_RESULTS_FILE,
+    log_parameters,
+    prepare_model,
+    resolve_resume,
+    save_best,
+    save_run_config,
+    training_callbacks,
+    write_run_files,
+)
+from train.finetune_vqa_data import VqaCollator, load_vqa_splits, normalize_answer, out_of_vocabulary
+from train.logging_utils import get_logger
+from train.lora_presets import parse_lora_spec, trainable_parameters
+from train.metrics import load_metric
+
+logger = get_logger("medvl.finetune")
+
+SCORES = ("accuracy", "closed_accuracy", "open_accuracy")
+
+
+def vqa_scores(predictions, references, answer_types, vocabulary, bootstrap_samples=0, seed=0) -> dict:
+    """The medvl_vqa metric's result (accuracy, closed and open; predictions outside `vocabulary` counted wrong),
+    plus `<score>_ci` bootstrap 95% intervals over questions when `bootstrap_samples` > 0."""
+    metric = load_metric("medvl_vqa", keep_in_memory=True)
+    result = metric.compute(predictions=list(predictions), references=list(references),
+                            answer_types=list(answer_types), answer_vocabulary=list(vocabulary))
+    if bootstrap_samples:
+        allowed = set(vocabulary)
+        right = np.array([normalize_answer(p) in allowed and normalize_answer(p) == normalize_answer(r)
+                          for p, r in zip(predictions, references)], dtype=float)
+        closed = np.array([kind.upper() == "CLOSED" for kind in answer_types])
+        assert abs(right.mean() - result["accuracy"]) < 1e-9  # the same counting as the metric's
+        rng = np.random.default_rng(seed)
+        draws = {name: [] for name in SCORES}
+        for _ in range(bootstrap_samples):
+            pick = rng.integers(0, len(right), len(right))
+            for name, chosen in (("accuracy", pick), ("closed_accuracy", pick[closed[pick]]),
+                                 ("open_accuracy", pick[~closed[pick]])):
+                if len(chosen):
+                    draws[name].append(right[chosen].mean())
+        for name in SCORES:
+            values = draws[name]
+            result[f"{name}_ci"] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] \
+                if values else [float("nan"), float("nan")]
+    return result
+
+
+def answers_of(logits, vocabulary) -> list:
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return [vocabulary[index] for index in np.asarray(logits).argmax(-1)]
+
+
+class VqaMetrics:
+    """Trainer's `compute_metrics` over the validation split (Trainer evaluates it in order, once per row)."""
+
+    def __init__(self, validation, vocabulary):
+        self.references, self.answer_types = validation["answer"], validation["answer_type"]
+        self.vocabulary = list(vocabulary)
+
+    def __call__(self, eval_prediction) -> dict:
+        predicted = answers_of(eval_prediction.predictions, self.vocabulary)
+        if len(predicted) != len(self.references):
+            raise ValueError(f"{len(predicted)} predictions for {len(self.references)} validation questions")
+        result = vqa_scores(predicted, self.references, self.answer_types, self.vocabulary)
+        return {key: result[key] for key in (*SCORES, "out_of_vocabulary")}
+
+
+def majority_answers(splits) -> list:
+    """The most frequent training answer of each question's answer type (of all training answers for a type the
+    training split lacks)."""
+    overall = splits.answers[0]
+    chosen = {kind: min(counts, key=lambda answer: (-counts[answer], answer))
+              for kind, counts in splits.answer_counts.items()}
+    return [chosen.get(kind.upper(), overall) for kind in splits.validation["answer_type"]]
+
+
+def score_summary(result: dict) -> dict:
+    keep = [*SCORES, *(f"{name}_ci" for name in SCORES), "num_closed", "num_open", "out_of_vocabulary"]
+    return {key: result[key] for key in keep if key in result}
+
+
+def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    set_seed(args.seed)
+    is_main = args.process_index == 0
+    lora = parse_lora_spec(model_args.lora)
+    if model_args.init:
+        checked_init_folder(model_args.init)
+    resume = resolve_resume(args.resume_from_checkpoint, output_dir)
+    cache_root = Path(data_args.cache_dir) if data_args.cache_dir else output_dir / "data_cache"
+    splits = load_vqa_splits(data_args, cache_root)
+    outside = out_of_vocabulary(splits.validation, splits.answers)
+    if is_main:
+        logger.info(f"training {splits.train_spec}: {len(splits.train)} questions, {len(splits.answers)} answers; "
+                    f"validation {splits.validation_spec}: {len(splits.validation)} questions, {outside} with an "
+                    "answer outside the training vocabulary (counted wrong)")
+    labels = {**label_config(splits.answers), "problem_type": "single_label_classification"}
+    build = lambda: build_text_task_model(model_args, MedVLForQuestionAnswering, splits.train["question"],  # noqa
+                                          output_dir, is_main, labels, data_args.max_text_length)
+    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume is not None, is_main, build)
+    parameters = trainable_parameters(model)
+    log_parameters(parameters, is_main)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        data_collator=VqaCollator(processor, splits.answers, data_args.max_text_length),
+        processing_class=processor,
+        compute_metrics=VqaMetrics(splits.validation, splits.answers),
+        callbacks=training_callbacks(args, base_path),
+    )
+    resolved = {"answer_vocabulary_size": len(splits.answers), "trainable_parameters": parameters,
+                "validation_data": splits.validation_spec, "lora_base_model": str(base_path) if base_path else None}
+    save_run_config(output_dir, model_args, data_args, chosen_training_values or training_values(args), resolved,
+                    is_main)
+
+    references, types = splits.validation["answer"], splits.validation["answer_type"]
+    baselines = {}
+    if args.evaluate_initial_model and resume is None:
+        initial = answers_of(trainer.predict(splits.validation, metric_key_prefix="initial").predictions,
+                             splits.answers)
+        baselines["initial_model"] = score_summary(vqa_scores(initial, references, types, splits.answers))
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    save_best(trainer, output_dir, base_path is not None)
+    predicted = answers_of(trainer.predict(splits.validation, metric_key_prefix="final").predictions, splits.answers)
+    if not trainer.is_world_process_zero():
+        return {}
+    final = vqa_scores(predicted, references, types, splits.answers, args.bootstrap_samples, args.seed)
+    baselines["majority"] = score_summary(
+        vqa_scores(majority_answers(splits), references, types, splits.answers, args.bootstrap_samples, args.seed)
+    )
+    results = {
+        "task": "vqa",
+        "split": "validation",
+        "data": splits.train_spec,
+        "validation_data": splits.validation_spec,
+        "num_questions": len(references),
+        "answer_vocabulary_size": len(splits.answers),
+        "validation_answers_outside_vocabulary": outside,
+        "bootstrap_samples": args.bootstrap_samples,
+        **score_summary(final),
+        "baselines": baselines,
+        "trainable_parameters": parameters,
+    }
+    facts = {"trainable_parameters": parameters, "lora": model_args.lora if lora is not None else None}
+    results = write_run_files(trainer, train_result, results, facts, "accuracy", started)
+    compared = ", ".join(f"{name} {baseline['closed_accuracy']:.4f}" for name, baseline in baselines.items())
+    logger.info(f"validation accuracy {final['accuracy']:.4f}, closed {final['closed_accuracy']:.4f}, open "
+                f"{final['open_accuracy']:.4f} ({outside} answers outside the vocabulary); closed-question "
+                f"baselines: {compared}; results in {output_dir / EVAL_RESULTS_FILE}")
+    return results
+
+
+__all__ = ["VqaMetrics", "majority_answers", "run_vqa", "vqa_scores"]
