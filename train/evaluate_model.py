@@ -75,7 +75,9 @@ class EvaluateArguments:
     blank_policy: str = field(default="zeros", metadata={"help": "Blank targets: 'zeros' or 'ignore'.",
                                                            "choices": ["zeros", "ignore"]})
     bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95%% intervals (0: none)."})
-    subgroup_bootstrap_samples: int = field(default=100, metadata={"help": "Resamples per subgroup interval (each group costs about as much as the whole set)."})
+    subgroup_bootstrap_samples: int = field(
+        default=100, metadata={"help": "Resamples per subgroup interval (each group costs about as much as the whole set)."}
+    )
     min_group_size: int = field(default=20, metadata={"help": "Smallest subgroup compared in the gap."})
     calibration_bins: int = field(default=10, metadata={"help": "Equal-width probability bins of the ECE."})
     threshold: float = field(default=0.5, metadata={"help": "Probability at or above which a label is predicted."})

@@ -1,0 +1,122 @@
+"""train/evaluate_model.py: bad input named clearly, the label-order check on a swapped column, and whole runs of a
+tiny classifier and a tiny pretraining checkpoint (zero-shot) on generated SynthCXR with patient metadata."""
+
+import json
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from modeling_medvl import MedVLConfig, MedVLForImageClassification, MedVLForPreTraining
+from processing.synthcxr import generate_synthcxr
+from processing.tokenizer_training import train_clinical_tokenizer
+from train.clinical_eval import LabelOrderWarning, check_predictions, evaluate_auroc
+from train.evaluate_model import evaluate_predictions, main
+from train.finetune_model import build_image_processor, label_config
+from train.pretrain_setup import build_processor, token_ids
+
+LABELS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax"]
+DATA = "synthcxr:n=48,size=64,seed=3"
+FAST = ["--bootstrap_samples", "20", "--subgroup_bootstrap_samples", "10", "--min_group_size", "5",
+        "--batch_size", "24"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run") / "checkpoint-best"
+    config = MedVLConfig.from_preset("tiny-convnext", **label_config(LABELS))
+    MedVLForImageClassification(config).save_pretrained(str(folder))
+    build_image_processor(64).save_pretrained(str(folder))
+    return folder
+
+
+def test_bad_predictions_are_named():
+    with pytest.raises(ValueError, match="empty prediction list"):
+        check_predictions([], [], LABELS)
+    with pytest.raises(ValueError, match="mismatched lengths: 3 predictions but 2 targets"):
+        check_predictions(np.zeros((3, 3)), np.zeros((2, 3)), LABELS)
+    with pytest.raises(ValueError, match=r"shape \(2, 2\), not one column per label"):
+        check_predictions(np.zeros((2, 2)), np.zeros((2, 2)), LABELS)
+    with pytest.raises(ValueError, match="empty prediction list"):
+        evaluate_auroc([], [], LABELS)
+
+
+def test_unknown_label_and_missing_model_are_named_before_any_data_is_made(classifier, tmp_path):
+    out = tmp_path / "eval.json"
+    with pytest.raises(ValueError, match=r"unknown label name\(s\) \['Flu'\]: the model's classification head has"):
+        main(["--model", str(classifier), "--data", DATA, "--labels", "Cardiomegaly", "Flu", "--out", str(out)])
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        main(["--model", str(tmp_path), "--data", DATA, "--out", str(out)])
+    with pytest.raises(ValueError, match="--data: give a labelled source"):
+        main(["--model", str(classifier)])
+    assert not (tmp_path / "data_cache").exists()
+
+
+def _separable(n=120, seed=0):
+    """Logits that rank three labels well; the second and third labels' targets are complements."""
+    rng = np.random.default_rng(seed)
+    first, second = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    targets = np.stack([first, second, 1 - second], axis=1).astype(float)
+    return 3 * (targets - 0.5) + rng.normal(0, 1, targets.shape), targets
+
+
+def test_a_swapped_label_column_warns_naming_the_labels(tmp_path):
+    logits, targets = _separable()
+    args = types.SimpleNamespace(bootstrap_samples=50, subgroup_bootstrap_samples=0, seed=0, threshold=0.5,
+                                 calibration_bins=10, min_group_size=20)
+    swapped = targets[:, [0, 2, 1]]  # the data's Pleural Effusion and Pneumothorax columns exchanged
+    with pytest.warns(LabelOrderWarning, match=r"\['Pleural Effusion', 'Pneumothorax'\]") as caught:
+        results = evaluate_predictions(logits, swapped, LABELS, {}, args, tmp_path)
+    assert len(caught) == 1 and "Cardiomegaly" not in str(caught[0].message)
+    assert results["label_order_check"]["ok"] is False
+    assert set(results["label_order_check"]["labels_below_chance"]) == {"Pleural Effusion", "Pneumothorax"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabelOrderWarning)
+        assert evaluate_predictions(logits, targets, LABELS, {}, args, tmp_path)["label_order_check"]["ok"] is True
+
+
+def test_classifier_run_writes_every_number_and_figure(classifier, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    results = main(["--model", str(classifier), "--data", DATA, "--split", "test", "--out", str(out), *FAST])
+    saved = json.loads(out.read_text())
+    assert saved["mode"] == "classification" and saved["label_names"] == LABELS and saved["num_studies"] == 48
+    assert set(saved["auroc_per_label_ci"]) == set(saved["auroc_per_label"])
+    assert 0 <= saved["calibration"]["ece"] <= 1 and len(saved["calibration"]["bins"]) == 10
+    assert set(saved["subgroups"]) == {"sex", "age_band", "view"} and saved["subgroup_attributes_absent"] == ["site"]
+    studies = list(generate_synthcxr(48, size=64, seed=3))
+    assert saved["subgroups"]["sex"]["groups"]["female"]["count"] == sum(s.sex == "F" for s in studies)
+    for record in saved["subgroups"].values():
+        assert sum(group["count"] for group in record["groups"].values()) + record["missing"] == 48
+    assert saved["largest_subgroup_gap"] == results["largest_subgroup_gap"]
+    for path in [*saved["figures"]["roc_curves"], saved["figures"]["confusion_matrix"], saved["figures"]["reliability"],
+                 saved["figures"]["subgroups"]]:
+        assert path.endswith(".png") and (tmp_path / "eval_figures").exists() and open(path, "rb").read(4) == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "classification macro AUC" in printed and "largest subgroup gap" in printed
+
+
+def test_a_seed_the_model_was_trained_on_is_refused(classifier, tmp_path):
+    (classifier.parent / "run_config.yaml").write_text("data: synthcxr:n=400,size=64,seed=3\n")
+    try:
+        with pytest.raises(ValueError, match="seed 3 generated the model's training data"):
+            main(["--model", str(classifier), "--data", DATA, "--out", str(tmp_path / "eval.json")])
+    finally:
+        (classifier.parent / "run_config.yaml").unlink()
+
+
+@pytest.mark.filterwarnings("ignore::train.clinical_eval.LabelOrderWarning")  # an untrained model ranks at random
+def test_zero_shot_run_of_a_pretraining_checkpoint(tmp_path):
+    reports = [study.report for study in generate_synthcxr(60, size=16, seed=1)]
+    tokenizer = train_clinical_tokenizer(reports, vocab_size=300, style="bert", max_length=64)
+    config = MedVLConfig.from_preset("tiny-convnext", text_config=token_ids(tokenizer))
+    folder = tmp_path / "pretrained"
+    MedVLForPreTraining(config).save_pretrained(str(folder))
+    build_processor(tokenizer, 64).save_pretrained(str(folder))
+    out = tmp_path / "zs.json"
+    results = main(["--model", str(folder), "--data", DATA, "--labels", "Cardiomegaly", "Pleural Effusion",
+                    "--out", str(out), *FAST])
+    assert results["mode"] == "zero_shot" and results["zero_shot_prompts_version"] == "4"
+    assert results["label_names"] == ["Cardiomegaly", "Pleural Effusion"]
+    assert set(results["auroc_per_label"]) <= {"Cardiomegaly", "Pleural Effusion"}
+    assert json.loads(out.read_text())["num_studies"] == 48
