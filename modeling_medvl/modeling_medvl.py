@@ -210,6 +210,13 @@ class MedVLPreTrainedModel(PreTrainedModel):
             module.requires_grad_(False)
             module.eval()
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        # Loading replaces the parameters (and their requires_grad flags): apply the config's locks again.
+        (loaded[0] if isinstance(loaded, tuple) else loaded).lock_towers()
+        return loaded
+
     def train(self, mode: bool = True):
         super().train(mode)
         for module in self.locked_modules():
