@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+for _name in ("NO_PROXY", "no_proxy"):  # gradio checks its own loopback URL: never through a proxy
+    os.environ[_name] = ",".join(filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
