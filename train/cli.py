@@ -8,6 +8,7 @@ import sys
 COMMAND_GROUPS = {
     "data": ("train.cli_data", "generate SynthCXR, preview data sets"),
     "tokenizer": ("train.cli_tokenizer", "train the domain BPE tokenizer"),
+    "convert": ("train.cli_convert", "convert CLIP / open_clip / timm + BERT weights into a MedVL folder"),
     "export": ("train.cli_export", "write a Hub-ready folder (card, Space) from a checkpoint"),
     "push": ("train.cli_export", "upload an exported folder to the Hub (--dry-run lists it)"),
 }
