@@ -205,6 +205,8 @@ def convert_open_clip(model_class, path, model_name=None, model_config=None, **o
         text_config, weights = openai_text_part(text_cfg, quick_gelu, state_dict, prefix, source)
     weights["visual_projection.weight"] = visual_projection
     weights["logit_scale"] = take(state_dict, "logit_scale", source).reshape(())
+    vision_config.update(overrides.pop("vision_config", None) or {})
+    text_config.update(overrides.pop("text_config", None) or {})
     fields = {**fields, "projection_dim": model_config["embed_dim"], **overrides}
     if fields.get("fusion_type") == "none":
         fields.setdefault("itm_weight", 0.0)

@@ -128,7 +128,7 @@ def hf_clip_text_to_medvl(state_dict: dict, num_layers: int, source, prefix: str
 
 def medvl_config_from_hf_clip(clip_config: dict, **overrides) -> MedVLConfig:
     """The MedVL config that holds a transformers `CLIPModel` (its `config.json` as a dict) exactly; `overrides`
-    set MedVL's own fields (e.g. `fusion_type`)."""
+    set MedVL's own fields (e.g. `fusion_type`; `vision_config` / `text_config` dicts are merged)."""
     if clip_config.get("model_type") != "clip":
         raise ValueError(f"Expected a transformers CLIPModel config (model_type 'clip'), got {clip_config.get('model_type')!r}.")
     vision, text = clip_config.get("vision_config", {}), clip_config.get("text_config", {})
@@ -153,6 +153,8 @@ def medvl_config_from_hf_clip(clip_config: dict, **overrides) -> MedVLConfig:
         vision.get("patch_size", 32), vision.get("intermediate_size", 3072) / vision_width,
         vision.get("image_size", 224), vision.get("hidden_act", "quick_gelu") == "quick_gelu",
     )
+    vision_config.update(overrides.pop("vision_config", None) or {})
+    text_config.update(overrides.pop("text_config", None) or {})
     fields = {"projection_dim": clip_config.get("projection_dim", 512), "mlm_weight": 0.0,
               "logit_scale_init_value": clip_config.get("logit_scale_init_value", 2.6592), **overrides}
     if fields.get("fusion_type") == "none":

@@ -17,6 +17,9 @@ folder = sys.argv[1]
 model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 assert len(AutoTokenizer.from_pretrained(folder)) == model.config.text_config.vocab_size
+# Converted with lock_vision_tower=true: LiT from the saved config.
+assert not any(p.requires_grad for p in model.vision_model.parameters())
+assert all(p.requires_grad for p in model.text_model.parameters())
 inputs = torch.load(sys.argv[2])
 with torch.no_grad():
     output = model(**inputs)
@@ -28,7 +31,7 @@ torch.save({"image_embeds": output.image_embeds, "text_embeds": output.text_embe
 def test_converted_clip_folder_round_trips_through_automodel_offline(tmp_path):
     clip = save_tiny_clip(tmp_path / "clip")
     assert main(["convert", "--from", "clip", "--src", str(tmp_path / "clip"), "--out", str(tmp_path / "medvl"),
-                 "--fusion-type", "merged", "--quiet"]) == 0
+                 "--fusion-type", "merged", "--model-overrides", "lock_vision_tower=true", "--quiet"]) == 0
     input_ids, attention_mask = causal_batch()
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": torch.randn(2, 3, 32, 32)}
     torch.save(inputs, tmp_path / "inputs.pt")

@@ -4,6 +4,7 @@ fusion layers are logged as new; another architecture, missing weights and a for
 import json
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPConfig
@@ -36,6 +37,23 @@ def test_converted_clip_gives_clip_embeddings_and_logits(tmp_path):
     for name in ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text"):
         assert max_diff(ours[name], expected[name]) < ATOL, name
     assert ours.logit_scale.item() == pytest.approx(clip.logit_scale.exp().item())
+
+
+def test_clip_converted_for_larger_images_is_timms_own_resampled_tower(tmp_path):
+    """224 -> 336 px in miniature (32 -> 48): the position table is resampled exactly as timm resamples it."""
+    save_tiny_clip(tmp_path / "clip", tokenizer_size=None)
+    native = MedVLModel.from_clip(tmp_path / "clip")
+    save_file(native.vision_model.backbone.state_dict(), tmp_path / "vit.safetensors")
+    larger = MedVLModel.from_clip(tmp_path / "clip", vision_config={"image_size": 48}).eval()
+    vision = larger.config.vision_config
+    reference = timm.create_model(vision.backbone, pretrained=True, num_classes=0, img_size=48,
+                                  **vision.backbone_kwargs,
+                                  pretrained_cfg_overlay={"file": str(tmp_path / "vit.safetensors")}).eval()
+    pixel_values = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(pixel_values), pre_logits=True)
+        assert max_diff(larger.vision_model(pixel_values).pooler_output, expected) < ATOL
+    assert larger.vision_model.backbone.pos_embed.shape[1] == 1 + 6 * 6
 
 
 def test_the_vit_l14_336_preset_is_openai_clip_vit_l14_336():

@@ -33,8 +33,11 @@ def _save_local(kind: str, loader, source, out: Path) -> bool:
 def convert(args):
     """The converted model, and the folders its tokenizer / image processor come from."""
     from modeling_medvl import MedVLConfig, MedVLModel
+    from train.pretrain_setup import config_overrides
 
     overrides = {"fusion_type": args.fusion_type} if args.fusion_type else {}
+    if args.source_format != "towers":
+        overrides.update(config_overrides(args.model_overrides, MedVLConfig()))
     if args.source_format == "clip":
         return MedVLModel.from_clip(args.src, **overrides), args.src, args.src
     if args.source_format == "open_clip":
@@ -45,8 +48,6 @@ def convert(args):
             text_cfg = json.loads(config_file.read_text()).get("model_cfg", {}).get("text_cfg", {})
             tokenizer = text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")
         return model, tokenizer, None
-    from train.pretrain_setup import config_overrides
-
     if not args.preset:
         raise ValueError("--from towers needs --preset (the MedVL architecture the towers load into)")
     preset = MedVLConfig.from_preset(args.preset)
@@ -84,7 +85,8 @@ def register(parser):
     parser.add_argument("--text-model", help="towers: a BERT-style transformers folder for the text tower")
     parser.add_argument("--preset", help="towers: the MedVL preset to build (e.g. swin-base-384)")
     parser.add_argument("--model-overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="towers: config fields, e.g. vision_config.image_size=512 lock_vision_tower=true")
+                        help="MedVL config fields, e.g. lock_vision_tower=true (LiT: the image tower stays frozen in "
+                             "pretraining and fine-tuning) or vision_config.image_size=336 (positions resampled)")
     parser.add_argument("--fusion-type", choices=("cross_attention", "merged", "none"),
                         help="the fusion layers added on top (new weights)")
     parser.add_argument("--quiet", action="store_true", help="no summary line")
