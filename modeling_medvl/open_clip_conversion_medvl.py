@@ -16,7 +16,7 @@ from .configuration_medvl import MedVLConfig, MedVLTextConfig
 from .tower_init_medvl import bert_to_medvl_text
 from .vision_medvl import read_weight_file
 from .weight_conversion_medvl import (
-    check_tokenizer, clip_text_config, clip_vit_vision_config, dual_encoder, load_converted, take,
+    check_tokenizer, clip_text_config, clip_vit_vision_config, load_converted, take,
 )
 
 logger = logging.get_logger(__name__)
@@ -212,7 +212,7 @@ def convert_open_clip(model_class, path, model_name=None, model_config=None, **o
         fields.setdefault("itm_weight", 0.0)
     config = MedVLConfig(vision_config=vision_config, text_config=text_config, **fields)
     model = model_class(config)
-    load_converted(dual_encoder(model), vision_weights, weights, source)
+    load_converted(model, vision_weights, weights, source)
     return model
 
 

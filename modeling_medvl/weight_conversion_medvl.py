@@ -13,7 +13,7 @@ from transformers.utils import logging
 
 from .configuration_medvl import MedVLConfig
 from .tower_init_medvl import module_parts
-from .vision_medvl import MedVLVisionTower, read_weight_file
+from .vision_medvl import read_weight_file
 
 logger = logging.get_logger(__name__)
 
@@ -173,22 +173,24 @@ def dual_encoder(model):
 
 def load_converted(model, vision_weights: dict, weights: dict, source) -> None:
     """Load timm-layout `vision_weights` into the vision backbone (through timm's own checkpoint filter) and
-    MedVL-keyed `weights` into the rest of `model`; a key that fits nothing, or a converted part left without
-    weights, is an error. Logs what was loaded and what is newly initialised."""
-    model.vision_model.load_backbone_weights(vision_weights, source=source)
-    own = model.state_dict()
+    `MedVLModel`-keyed `weights` into the dual encoder of `model`; a key that fits nothing, or a converted part left
+    without weights, is an error. Logs what was loaded and what (in all of `model`) is newly initialised."""
+    medvl = dual_encoder(model)
+    medvl.vision_model.load_backbone_weights(vision_weights, source=source)
+    own = medvl.state_dict()
     unexpected = sorted(key for key in weights if key not in own)
     mismatched = [f"{key}: {tuple(value.shape)} vs {tuple(own[key].shape)}" for key, value in weights.items()
                   if key in own and value.shape != own[key].shape]
     if unexpected or mismatched:
         raise ValueError(f"Converted weights from {source} do not fit the MedVL model: unexpected "
                          f"{unexpected[:5]}, shape mismatches {mismatched[:5]}.")
-    model.load_state_dict(weights, strict=False)
-    loaded = set(weights) | {f"vision_model.backbone.{key}" for key in model.vision_model.backbone.state_dict()}
-    new = [key for key in own if key not in loaded]
-    missing = [key for key in new if key.startswith(CONVERTED_PARTS)]
+    medvl.load_state_dict(weights, strict=False)
+    loaded = set(weights) | {f"vision_model.backbone.{key}" for key in medvl.vision_model.backbone.state_dict()}
+    missing = [key for key in own if key not in loaded and key.startswith(CONVERTED_PARTS)]
     if missing:
         raise ValueError(f"{source} gave no weights for {len(missing)} converted tensors, e.g. {missing[:5]}.")
+    prefix = "medvl." if medvl is not model else ""
+    new = [key for key in model.state_dict() if key.removeprefix(prefix) not in loaded or not key.startswith(prefix)]
     logger.warning(
         f"Converted {len(loaded)} tensors from {source} into {', '.join(part.rstrip('.') for part in CONVERTED_PARTS)}; "
         f"newly initialised (train them): {module_parts(new) or 'nothing'} ({len(new)} tensors)."
@@ -226,14 +228,13 @@ def convert_hf_clip(model_class, path, **overrides):
 
         check_tokenizer(AutoTokenizer.from_pretrained(folder), config.text_config.vocab_size, folder)
     model = model_class(config)
-    medvl = dual_encoder(model)
     text_layers = config.text_config.num_hidden_layers
     weights = {f"text_model.{key}": value for key, value in
                hf_clip_text_to_medvl(state_dict, text_layers, folder).items()}
     for name in ("visual_projection.weight", "text_projection.weight", "logit_scale"):
         weights[name] = take(state_dict, name, folder)
     vision_layers = clip_config.get("vision_config", {}).get("num_hidden_layers", 12)
-    load_converted(medvl, hf_clip_vision_to_timm(state_dict, vision_layers, folder), weights, folder)
+    load_converted(model, hf_clip_vision_to_timm(state_dict, vision_layers, folder), weights, folder)
     return model
 
 
