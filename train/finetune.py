@@ -78,7 +78,7 @@ def run_classification(model_args, data_args, args, chosen_training_values=None)
         unlearnable = [name for name, count in splits.train_counts.items() if not count["positive"]]
         if unlearnable:
             logger.warning(f"no positive training study for {unlearnable}: the model can only learn to deny them")
-    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume is not None, is_main,
+    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume, is_main,
                                                 lambda: build_classifier(model_args, label_names))
     parameters = trainable_parameters(model)
     log_parameters(parameters, is_main)

@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from accelerate import PartialState
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
@@ -140,23 +141,25 @@ def build_classifier(model_args, label_names):
 
 
 
-def run_tokenizer(texts, output_dir, vocab_size: int, max_length: int, is_main: bool):
-    """The tokenizer of a run trained from scratch: trained on the training split's `texts` at the first start,
-    saved in `<output_dir>/tokenizer` and read back from there (on resume, and by every rank)."""
+def run_tokenizer(texts, output_dir, vocab_size: int, max_length: int, is_main: bool, resume=None):
+    """The tokenizer of a run trained from scratch: the one saved with the checkpoint it resumes from, else trained on
+    the training split's `texts` at the first start, saved in `<output_dir>/tokenizer` and read back from there (on
+    a restart, and by every rank)."""
+    if resume and (Path(resume) / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(resume))
     folder = Path(output_dir) / TOKENIZER_FOLDER
     if is_main and not (folder / "tokenizer_config.json").is_file():
         tokenizer = train_clinical_tokenizer(list(texts), vocab_size=vocab_size, max_length=max_length)
         tokenizer.save_pretrained(str(folder))
-    from accelerate import PartialState
-
     PartialState().wait_for_everyone()
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def build_text_task_model(model_args, model_class, texts, output_dir, is_main=True, labels=None, max_length=256):
+def build_text_task_model(model_args, model_class, texts, output_dir, is_main=True, config_values=None,
+                          max_length=256, resume=None):
     """(model, processor) of a task that reads or writes text (VQA, report generation): `--init` with the
     tokenizer saved beside it, or a fresh `--model_preset` with a tokenizer trained on `texts` (the training split's
-    questions or reports). `labels`: `label_config` entries for a classifying head."""
+    questions or reports). `config_values`: config attributes to set (a head's `label_config`, ...)."""
     if model_args.init:
         folder = checked_init_folder(model_args.init)
         processor = load_processor(folder, 0)
@@ -168,15 +171,15 @@ def build_text_task_model(model_args, model_class, texts, output_dir, is_main=Tr
         if config.text_config.vocab_size < len(processor.tokenizer):
             raise ValueError(f"--init {folder}: text vocabulary {config.text_config.vocab_size} is smaller than the "
                              f"tokenizer's {len(processor.tokenizer)}")
-        for key, value in (labels or {}).items():
+        for key, value in (config_values or {}).items():
             setattr(config, key, value)
         return load_task_weights(model_class, folder, config), processor
     overrides = preset_overrides(model_args)
     text_overrides = dict(overrides.pop("text_config", {}))
     vocab_size = text_overrides.get("vocab_size") or MedVLConfig.from_preset(model_args.model_preset).text_config.vocab_size
-    tokenizer = run_tokenizer(texts, output_dir, vocab_size, max_length, is_main)
+    tokenizer = run_tokenizer(texts, output_dir, vocab_size, max_length, is_main, resume)
     text_overrides.update(token_ids(tokenizer))
-    config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides, **(labels or {}))
+    config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides, **(config_values or {}))
     return model_class(config), build_processor(tokenizer, config.vision_config.image_size)
 
 

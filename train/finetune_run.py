@@ -46,10 +46,10 @@ def resolve_resume(value, output_dir):
     return value
 
 
-def prepare_model(model_args, lora, output_dir, resuming: bool, is_main: bool, build):
+def prepare_model(model_args, lora, output_dir, resume, is_main: bool, build):
     """(model, processor, base path or None): `build()`'s (model, processor), wrapped with LoRA when `lora` is
-    given. LoRA from scratch saves its fresh base in the run folder, the weights the adapter belongs to (and reloads
-    it on resume)."""
+    given. LoRA from scratch saves its fresh base in the run folder, the weights the adapter belongs to; a resumed
+    run reloads the base its checkpoint's adapter names (or the run folder's)."""
     model, processor = build()
     model.config.architectures = [type(model).__name__]  # a pretraining checkpoint's config names its own class
     if lora is None:
@@ -58,7 +58,10 @@ def prepare_model(model_args, lora, output_dir, resuming: bool, is_main: bool, b
         base_path = Path(model_args.init)
     else:
         base_path = Path(output_dir) / BASE_FOLDER
-        if resuming and (base_path / "config.json").is_file():
+        recorded = Path(resume or "") / "adapter_config.json"
+        if resume and recorded.is_file():
+            base_path = Path(json.loads(recorded.read_text()).get("base_model_name_or_path") or base_path)
+        if resume and (base_path / "config.json").is_file():
             model = load_task_weights(type(model), base_path, model.config)
         elif is_main:
             model.save_pretrained(str(base_path))

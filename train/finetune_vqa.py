@@ -118,8 +118,8 @@ def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
                     "answer outside the training vocabulary (counted wrong)")
     labels = {**label_config(splits.answers), "problem_type": "single_label_classification"}
     build = lambda: build_text_task_model(model_args, MedVLForQuestionAnswering, splits.train["question"],  # noqa
-                                          output_dir, is_main, labels, data_args.max_text_length)
-    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume is not None, is_main, build)
+                                          output_dir, is_main, labels, data_args.max_text_length, resume)
+    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume, is_main, build)
     parameters = trainable_parameters(model)
     log_parameters(parameters, is_main)
     trainer = Trainer(

@@ -11,7 +11,8 @@ joined by `+` (or by commas when it is the last key: `targets=vision,text`). The
 - text: the text tower's self-attention `q_proj`, `k_proj`, `v_proj`, `out_proj` and feed-forward `fc1`, `fc2`;
 - fusion: the fusion layers' self- and cross-attention projections, `fc1`, `fc2` (and `image_projection` for the
   merged strategy).
-The task head is trained in full (peft's `modules_to_save`). Targets are given to peft as one regular expression
+The task head is trained in full (peft's `modules_to_save`): the classifier, the answer head, or the report decoder
+with its LM head (untied from the word embeddings). Targets are given to peft as one regular expression
 over module names, so the saved `adapter_config.json` stays short for a 24-block tower.
 """
 
@@ -44,6 +45,10 @@ FUSION_TARGETS = TEXT_TARGETS + (
 HEAD_MODULES = {
     "MedVLForImageClassification": ["classifier"],
     "MedVLForQuestionAnswering": ["answer_head"],
+    # The report decoder and its LM head are the generation head (the decoder starts fresh from a pretraining
+    # checkpoint): trained in full, with the word embeddings untied from the LM head (peft copies each module to
+    # save, so tied weights would part anyway; see `lora_config_for`).
+    "MedVLForConditionalGeneration": ["decoder", "lm_head"],
 }
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -135,6 +140,9 @@ def lora_config_for(model, spec: LoraSpec) -> LoraConfig:
         raise ValueError(f"--lora targets: {kind} has no {' / '.join(absent)} part (it has {sorted(patterns)})")
     if not targets:
         raise ValueError(f"--lora: {kind} has none of the parts {list(PARTS)}")
+    if kind == "MedVLForConditionalGeneration" and model.config.tie_word_embeddings:
+        raise ValueError("LoRA on MedVLForConditionalGeneration trains the decoder and LM head in full as separate "
+                         "copies: build the model with tie_word_embeddings=False")
     pattern = "(?:" + "|".join(patterns[part] for part in targets) + ")"
     matched = [name for name, _ in model.named_modules() if re.fullmatch(pattern, name)]
     if not matched:

@@ -1,0 +1,179 @@
+"""Report-generation fine-tuning (`train/finetune.py --task report_generation`): MedVLForConditionalGeneration
+trained with teacher forcing on image -> report, evaluated with `model.generate` (greedy, at most
+`--max_new_tokens` tokens) and the medvl_report_generation metric (CIDEr-D, ROUGE-L, BLEU-1..4).
+
+    accelerate launch train/finetune.py --task report_generation --data mimic-cxr:/data/mimic-cxr-jpg \\
+        --init runs/p1/checkpoint-best
+    accelerate launch train/finetune.py --config train/configs/finetune_report_tiny_synthcxr.yaml --output_dir runs/rg
+
+Early stopping and the best checkpoint by validation CIDEr (`eval_cider`). With `--lora` the vision tower gets
+adapters and the report decoder with its LM head (the task's head) trains in full. eval_results.json holds the
+metric's scores for the best model and two baselines, the most frequent training report given for every image
+(`majority`) and the model before training (`initial_model`); examples.html shows validation images with their
+reference and generated reports side by side.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, set_seed
+
+from modeling_medvl import MedVLForConditionalGeneration
+from train.finetune_args import training_values
+from train.finetune_examples import write_examples_html
+from train.finetune_model import build_text_task_model, checked_init_folder
+from train.finetune_report_data import ReportCollator, load_report_splits, most_frequent_report, normalized_reports
+from train.finetune_run import (
+    EVAL_RESULTS_FILE,
+    log_parameters,
+    prepare_model,
+    resolve_resume,
+    save_best,
+    save_run_config,
+    training_callbacks,
+    write_run_files,
+)
+from train.logging_utils import get_logger
+from train.lora_presets import parse_lora_spec, trainable_parameters
+from train.metrics import load_metric
+
+logger = get_logger("medvl.finetune")
+
+EXAMPLES_FILE = "examples.html"
+SCORES = ("cider", "rouge_l", "bleu_1", "bleu_2", "bleu_3", "bleu_4")
+
+
+def generate_reports(model, pixel_values, text_config, max_new_tokens: int) -> torch.Tensor:
+    """Greedy reports `(batch, length)` from the start token, ending at the end token (padded after it)."""
+    start = torch.full((pixel_values.shape[0], 1), text_config.bos_token_id, dtype=torch.long,
+                       device=pixel_values.device)
+    return model.generate(input_ids=start, attention_mask=torch.ones_like(start), pixel_values=pixel_values,
+                          max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                          eos_token_id=text_config.eos_token_id, pad_token_id=text_config.pad_token_id)
+
+
+class GenerationTrainer(Trainer):
+    """Trainer whose evaluation also generates: the teacher-forced loss as usual, and the greedy report of each
+    image as the `predictions` that `compute_metrics` scores."""
+
+    def __init__(self, *args, max_new_tokens=128, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_new_tokens = max_new_tokens
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, _, _ = super().prediction_step(model, inputs, True, ignore_keys)
+        if prediction_loss_only:
+            return loss, None, None
+        inputs = self._prepare_inputs(inputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        text_config = unwrapped.config.text_config
+        with torch.no_grad():
+            generated = generate_reports(unwrapped, inputs["pixel_values"], text_config, self.max_new_tokens)
+        return loss, generated, inputs["labels"]
+
+
+def decode_reports(tokenizer, token_ids) -> list:
+    ids = np.asarray(token_ids[0] if isinstance(token_ids, tuple) else token_ids)
+    ids = np.where(ids < 0, tokenizer.pad_token_id, ids)  # Trainer pads batches of other lengths with -100
+    return [text.strip() for text in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+
+def report_scores(predictions, references) -> dict:
+    metric = load_metric("medvl_report_generation", keep_in_memory=True)
+    return metric.compute(predictions=list(predictions), references=list(references))
+
+
+class ReportMetrics:
+    """Trainer's `compute_metrics`: the generated reports against the (normalised) validation reports, in order."""
+
+    def __init__(self, tokenizer, references):
+        self.tokenizer, self.references = tokenizer, list(references)
+
+    def __call__(self, eval_prediction) -> dict:
+        generated = decode_reports(self.tokenizer, eval_prediction.predictions)
+        if len(generated) != len(self.references):
+            raise ValueError(f"{len(generated)} generated reports for {len(self.references)} validation studies")
+        return report_scores(generated, self.references)
+
+
+def run_report_generation(model_args, data_args, args, chosen_training_values=None) -> dict:
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    set_seed(args.seed)
+    is_main = args.process_index == 0
+    lora = parse_lora_spec(model_args.lora)
+    if model_args.init:
+        checked_init_folder(model_args.init)
+    resume = resolve_resume(args.resume_from_checkpoint, output_dir)
+    cache_root = Path(data_args.cache_dir) if data_args.cache_dir else output_dir / "data_cache"
+    splits = load_report_splits(data_args, cache_root, args.dataloader_num_workers)
+    if is_main:
+        logger.info(f"training {splits.train_spec}: {len(splits.train)} reports; validation "
+                    f"{splits.validation_spec}: {len(splits.validation)} reports")
+    untied = {"tie_word_embeddings": False} if lora is not None else None  # see lora_presets.HEAD_MODULES
+    build = lambda: build_text_task_model(model_args, MedVLForConditionalGeneration, splits.train["report"],  # noqa
+                                          output_dir, is_main, untied, data_args.max_text_length, resume)
+    model, processor, base_path = prepare_model(model_args, lora, output_dir, resume, is_main, build)
+    parameters = trainable_parameters(model)
+    log_parameters(parameters, is_main)
+    references = normalized_reports(processor, splits.validation["report"])
+    trainer = GenerationTrainer(
+        model=model,
+        args=args,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        data_collator=ReportCollator(processor, data_args.max_text_length),
+        processing_class=processor,
+        compute_metrics=ReportMetrics(processor.tokenizer, references),
+        callbacks=training_callbacks(args, base_path),
+        max_new_tokens=data_args.max_new_tokens,
+    )
+    resolved = {"trainable_parameters": parameters, "validation_data": splits.validation_spec,
+                "lora_base_model": str(base_path) if base_path else None}
+    save_run_config(output_dir, model_args, data_args, chosen_training_values or training_values(args), resolved,
+                    is_main)
+
+    def generated_reports():
+        return decode_reports(processor.tokenizer,
+                              trainer.predict(splits.validation, metric_key_prefix="generate").predictions)
+
+    baselines = {}
+    if args.evaluate_initial_model and resume is None:
+        baselines["initial_model"] = report_scores(generated_reports(), references)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    save_best(trainer, output_dir, base_path is not None)
+    generated = generated_reports()
+    if not trainer.is_world_process_zero():
+        return {}
+    final = report_scores(generated, references)
+    common = most_frequent_report(processor, splits.train["report"])
+    baselines["majority"] = {**report_scores([common] * len(references), references), "report": common}
+    results = {
+        "task": "report_generation",
+        "split": "validation",
+        "data": splits.train_spec,
+        "validation_data": splits.validation_spec,
+        "num_studies": len(references),
+        "max_new_tokens": data_args.max_new_tokens,
+        "decoding": "greedy",
+        **{name: final[name] for name in SCORES},
+        "baselines": baselines,
+        "trainable_parameters": parameters,
+    }
+    if data_args.html_examples:
+        shown = min(data_args.html_examples, len(references))
+        results["examples"] = write_examples_html(
+            output_dir / EXAMPLES_FILE, splits.validation.select(range(shown))["image"], references[:shown],
+            generated[:shown], title=f"{splits.validation_spec}: reference and generated reports",
+        ).name
+    facts = {"trainable_parameters": parameters, "lora": model_args.lora if lora is not None else None}
+    results = write_run_files(trainer, train_result, results, facts, "cider", started)
+    compared = ", ".join(f"{name} {baseline['cider']:.4f}" for name, baseline in baselines.items())
+    logger.info(f"validation CIDEr {final['cider']:.4f}, ROUGE-L {final['rouge_l']:.4f}, BLEU-4 {final['bleu_4']:.4f}; "
+                f"CIDEr baselines: {compared}; results in {output_dir / EVAL_RESULTS_FILE}")
+    return results
+
+
+__all__ = ["GenerationTrainer", "ReportMetrics", "decode_reports", "generate_reports", "run_report_generation"]
