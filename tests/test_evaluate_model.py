@@ -46,6 +46,12 @@ def test_unknown_label_and_missing_model_are_named_before_any_data_is_made(class
     out = tmp_path / "eval.json"
     with pytest.raises(ValueError, match=r"unknown label name\(s\) \['Flu'\]: the model's classification head has"):
         main(["--model", str(classifier), "--data", DATA, "--labels", "Cardiomegaly", "Flu", "--out", str(out)])
+    config = tmp_path / "eval.yaml"  # --config YAML, like the training scripts; the command line wins
+    config.write_text(f"model: {classifier}\ndata: {DATA}\nlabels: [Flu]\n")
+    with pytest.raises(ValueError, match=r"\['Flu'\]"):
+        main(["--config", str(config), "--out", str(out)])
+    with pytest.raises(ValueError, match=r"\['Pneumonia'\]"):
+        main(["--config", str(config), "--labels", "Pneumonia", "--out", str(out)])
     with pytest.raises(FileNotFoundError, match="no config.json"):
         main(["--model", str(tmp_path), "--data", DATA, "--out", str(out)])
     with pytest.raises(ValueError, match="--data: give a labelled source"):

@@ -104,7 +104,8 @@ def test_synthcxr_patients_are_deterministic_and_read_by_the_mimic_reader(tmp_pa
     write_synthcxr(tmp_path, 8, size=32, seed=11, layouts=("mimic-cxr-jpg",), progress=False, gzip_tables=True)
     assert (tmp_path / "mimic-cxr-jpg" / "patients.csv.gz").is_file()
     rows = load_mimic_cxr(tmp_path / "mimic-cxr-jpg")
-    by_subject = {row["subject_id"]: (row["sex"], row["age"]) for row in rows.select_columns(["subject_id", "sex", "age"])}
+    columns = rows.select_columns(["subject_id", "sex", "age"])
+    by_subject = {row["subject_id"]: (row["sex"], row["age"]) for row in columns}
     assert by_subject == {s.subject_id: (s.sex, s.age) for s in studies}
     with pytest.raises(FileNotFoundError, match="patients_table"):
         load_mimic_cxr(tmp_path / "mimic-cxr-jpg", patients_table=tmp_path / "nope.csv")

@@ -21,6 +21,7 @@ with its 95% interval per cell), and one folder per cell with the two runs.
 
 import itertools
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def bar_plot(cells: list, path) -> str:
     values = [cell["finetune"]["auroc_macro"] for cell in cells]
     errors = [[max(0.0, v - c["finetune"]["auroc_macro_ci"][0]) for v, c in zip(values, cells)],
               [max(0.0, c["finetune"]["auroc_macro_ci"][1] - v) for v, c in zip(values, cells)]]
-    errors = [[0.0 if e != e else e for e in side] for side in errors]  # no interval: no bar
+    errors = [[0.0 if math.isnan(e) else e for e in side] for side in errors]  # no interval: no error bar
     colours = ["tab:blue" if cell["init"] == "domain" else "tab:orange" for cell in cells]
     figure, axis = plt.subplots(figsize=(1.2 * len(cells) + 2, 3.6))
     axis.bar(range(len(cells)), values, yerr=errors, capsize=3, color=colours)

@@ -72,7 +72,8 @@ def evaluate_auroc(scores, targets, label_names, bootstrap_samples=1000, seed=0)
     }
     result["labels_below_chance"] = below
     if below:
-        named = ", ".join(f"{name} {v['auc']:.3f} (95% CI {v['ci'][0]:.3f}-{v['ci'][1]:.3f})" for name, v in below.items())
+        named = ", ".join(f"{name} {v['auc']:.3f} (95% CI {v['ci'][0]:.3f}-{v['ci'][1]:.3f})"
+                          for name, v in below.items())
         warnings.warn(LabelOrderWarning(
             f"AUC below 0.5 beyond its 95% interval for {list(below)}: {named}. A model ranking negatives above "
             "positives with confidence usually means a swapped or mis-ordered label column (check the label order "

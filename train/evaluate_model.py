@@ -61,13 +61,14 @@ logger = get_logger("medvl.evaluate")
 
 @dataclass
 class EvaluateArguments:
-    model: Optional[str] = field(default=None, metadata={"help": "Saved MedVL folder: a classifier (full or LoRA "
-                                                                   "adapter) or a pretraining checkpoint (zero-shot)."})
-    data: Optional[str] = field(default=None, metadata={"help": "Labelled source: chexpert:/dir, mimic-cxr:/dir, "
-                                                                  "synthcxr:/written_dir, synthcxr:n=256,size=64,seed=7 or "
-                                                                  "saved:/dir."})
+    model: Optional[str] = field(default=None, metadata={
+        "help": "Saved MedVL folder: a classifier (full or LoRA adapter) or a pretraining checkpoint (zero-shot)."})
+    data: Optional[str] = field(default=None, metadata={
+        "help": "Labelled source: chexpert:/dir, mimic-cxr:/dir, synthcxr:/written_dir, synthcxr:n=256,size=64,seed=7 "
+                "or saved:/dir."})
     split: str = field(default="valid", metadata={"help": "Which split to score.", "choices": ["valid", "test"]})
-    out: str = field(default="eval.json", metadata={"help": "Results JSON; figures go to <out without .json>_figures/."})
+    out: str = field(default="eval.json", metadata={
+        "help": "Results JSON; figures go to <out without .json>_figures/."})
     labels: list[str] = field(default_factory=list, metadata={"help": "Labels to score (default: all the model has)."})
     uncertain_policy: str = field(default="ones", metadata={
         "help": "Uncertain (-1) targets: 'ones', 'zeros' or 'ignore' (left out), as in fine-tuning.",
@@ -76,7 +77,8 @@ class EvaluateArguments:
                                                            "choices": ["zeros", "ignore"]})
     bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95%% intervals (0: none)."})
     subgroup_bootstrap_samples: int = field(
-        default=100, metadata={"help": "Resamples per subgroup interval (each group costs about as much as the whole set)."}
+        default=100, metadata={"help": "Resamples per subgroup interval (each group costs about as much as the whole "
+                                       "set)."}
     )
     min_group_size: int = field(default=20, metadata={"help": "Smallest subgroup compared in the gap."})
     calibration_bins: int = field(default=10, metadata={"help": "Equal-width probability bins of the ECE."})
@@ -181,7 +183,8 @@ def evaluate_predictions(logits, targets, label_names, metadata: dict, args, fig
     return {
         "num_studies": int(len(targets)),
         "label_names": list(label_names),
-        "label_counts": {name: {"positive": int((targets[:, c] == 1).sum()), "negative": int((targets[:, c] == 0).sum()),
+        "label_counts": {name: {"positive": int((targets[:, c] == 1).sum()),
+                                "negative": int((targets[:, c] == 0).sum()),
                                 "unknown": int((~known[:, c]).sum())} for c, name in enumerate(label_names)},
         "bootstrap_samples": args.bootstrap_samples,
         **overall,

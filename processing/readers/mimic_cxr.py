@@ -160,7 +160,8 @@ def load_mimic_cxr(
     uncertainty: CheXpert policy for -1 labels: "keep", "ones", "zeros", "ignore".
     patients_table: MIMIC-IV's patients.csv[.gz] (default: found under `root`, see the module doc).
     Rows: image, report, labels (14 CheXpert labels → 1/0/-1/None), view, subject_id, study_id,
-    dicom_id, split, sex ("F"/"M"), age (at the study) [, image_paths]. Malformed rows are skipped and counted (see row_issues).
+    dicom_id, split, sex ("F"/"M"), age (at the study) [, image_paths]. Malformed rows are skipped and counted
+    (see row_issues).
     """
     root = Path(root)
     if per not in ("image", "study"):
