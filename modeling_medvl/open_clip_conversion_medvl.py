@@ -5,7 +5,6 @@ Supported towers: OpenAI-style ViTs (`visual.conv1`...) and timm trunks (`visual
 projection) for images; OpenAI-style causal text transformers and transformers BERT-style models (`text.transformer.*`,
 BiomedCLIP's layout) for text. Anything else raises, naming the option MedVL cannot hold."""
 
-import importlib
 import json
 from pathlib import Path
 
@@ -52,7 +51,8 @@ def read_open_clip(path, model_name: str | None, model_config: dict | None) -> t
         if model_name is None:
             raise ValueError("An open_clip weight file needs model_name (e.g. 'ViT-B-16') or model_config.")
         try:
-            open_clip = importlib.import_module("open_clip")
+            # By name at call time: open_clip is optional, and this file travels as remote code (no import statement).
+            open_clip = __import__("open_clip")
         except ImportError as error:
             raise ImportError(f"Reading open_clip's config of {model_name!r} needs open_clip installed "
                               "(pip install open_clip_torch), or pass model_config.") from error

@@ -1,6 +1,6 @@
 """MedVL's vision tower: a timm backbone built by name, returning patch tokens (for fusion) and a pooled embedding."""
 
-import sys
+import inspect
 from pathlib import Path
 
 import timm
@@ -196,7 +196,7 @@ class MedVLVisionTower(nn.Module):
         ignored; anything else that does not fit raises, naming the keys."""
         source = source if source is not None else weights
         state_dict = weights if isinstance(weights, dict) else read_weight_file(weights)
-        filter_fn = getattr(sys.modules[type(self.backbone).__module__], "checkpoint_filter_fn", None)
+        filter_fn = getattr(inspect.getmodule(type(self.backbone)), "checkpoint_filter_fn", None)
         if filter_fn is not None:
             state_dict = filter_fn(state_dict, self.backbone)
         expected = self.backbone.state_dict()
