@@ -12,10 +12,10 @@ import torch
 from transformers.utils import logging
 
 from .configuration_medvl import MedVLConfig, MedVLTextConfig
-from .tower_init_medvl import bert_to_medvl_text
+from .tower_init_medvl import bert_to_medvl_text, check_tokenizer
 from .vision_medvl import read_weight_file
 from .weight_conversion_medvl import (
-    check_tokenizer, clip_text_config, clip_vit_vision_config, load_converted, take,
+    clip_text_config, clip_vit_vision_config, load_converted, take,
 )
 
 logger = logging.get_logger(__name__)
@@ -163,7 +163,6 @@ def hf_text_part(text_cfg: dict, embed_dim: int, state_dict: dict, source) -> tu
     tokenizer = _local_pretrained(AutoTokenizer, tokenizer_name)
     ids = {"bos_token_id": None, "eos_token_id": None, "mask_token_id": None}
     if tokenizer is not None:
-        check_tokenizer(tokenizer, bert["vocab_size"], tokenizer_name)
         ids = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
                "mask_token_id": tokenizer.mask_token_id}
     config = {field: bert[field] for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -174,7 +173,10 @@ def hf_text_part(text_cfg: dict, embed_dim: int, state_dict: dict, source) -> tu
                   attention_probs_dropout_prob=bert["attention_probs_dropout_prob"])
     bert_weights = {key.removeprefix("text.transformer."): value for key, value in state_dict.items()
                     if key.startswith("text.transformer.")}
-    mapped = bert_to_medvl_text(bert, bert_weights, MedVLTextConfig(**config), config["num_hidden_layers"])
+    text_config = MedVLTextConfig(**config)
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, text_config, tokenizer_name)
+    mapped = bert_to_medvl_text(bert, bert_weights, text_config, config["num_hidden_layers"])
     weights = {f"text_model.{key}": value for key, value in mapped.items()}
     proj = text_cfg.get("hf_proj_type", "mlp")
     fields = {"text_projection_type": "mlp" if proj == "mlp" else "linear",

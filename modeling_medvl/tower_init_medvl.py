@@ -25,6 +25,8 @@ _BERT_LAYER_KEYS = {
     "output.dense": "fc2",
     "output.LayerNorm": "ffn_norm",
 }
+# Files of which a checkpoint folder holds at least one when it has a tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 # Compared between the BERT config and MedVL's text config; any difference makes the weights unusable.
 _MATCHING_FIELDS = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act")
 
@@ -111,6 +113,35 @@ def bert_mlm_head_to_medvl(bert_state_dict: dict[str, torch.Tensor]) -> dict[str
     }
 
 
+def check_tokenizer(tokenizer, text_config: MedVLTextConfig, source) -> None:
+    """A tokenizer belongs with a text tower when every id it emits has an embedding and its start / end / mask
+    tokens are the ones the config names; anything else raises, naming what does not fit."""
+    if len(tokenizer) > text_config.vocab_size:
+        raise ValueError(f"The tokenizer of {source} has {len(tokenizer)} tokens but the text tower embeds "
+                         f"{text_config.vocab_size}: they do not belong together.")
+
+    def first(*ids):
+        return next((token_id for token_id in ids if token_id is not None), None)
+
+    theirs = {"bos_token_id": first(tokenizer.cls_token_id, tokenizer.bos_token_id),
+              "eos_token_id": first(tokenizer.sep_token_id, tokenizer.eos_token_id),
+              "mask_token_id": tokenizer.mask_token_id}
+    wrong = {name: (value, getattr(text_config, name)) for name, value in theirs.items()
+             if value is not None and getattr(text_config, name) is not None and value != getattr(text_config, name)}
+    if wrong:
+        raise ValueError(f"The tokenizer of {source} does not match text_config (tokenizer, config): {wrong}.")
+
+
+def load_tokenizer_of(path):
+    """The tokenizer saved in folder `path`, or None when it holds none."""
+    path = Path(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
 def module_parts(keys) -> list[str]:
     """The modules that `keys` (state dict keys) belong to, up to the first layer index: a short log line."""
     parts = set()
@@ -135,6 +166,9 @@ def load_pretrained_towers(model, vision_weights=None, text_model_path=None) -> 
             loaded.update(f"{prefix}backbone.{key}" for key in module.backbone.state_dict())
     if text_model_path is not None:
         bert_config, bert_state_dict = read_bert_checkpoint(text_model_path)
+        tokenizer = load_tokenizer_of(text_model_path)
+        if tokenizer is not None:
+            check_tokenizer(tokenizer, model.config.text_config, text_model_path)
         for name, module in model.named_modules():
             prefix = f"{name}." if name else ""
             if isinstance(module, MedVLTextEncoder):
@@ -157,5 +191,5 @@ def load_pretrained_towers(model, vision_weights=None, text_model_path=None) -> 
     )
 
 
-__all__ = ["bert_mlm_head_to_medvl", "bert_to_medvl_text", "load_pretrained_towers", "module_parts",
-           "read_bert_checkpoint"]
+__all__ = ["TOKENIZER_FILES", "bert_mlm_head_to_medvl", "bert_to_medvl_text", "check_tokenizer",
+           "load_pretrained_towers", "load_tokenizer_of", "module_parts", "read_bert_checkpoint"]

@@ -12,7 +12,7 @@ import torch
 from transformers.utils import logging
 
 from .configuration_medvl import MedVLConfig
-from .tower_init_medvl import module_parts
+from .tower_init_medvl import check_tokenizer, load_tokenizer_of, module_parts
 from .vision_medvl import read_weight_file
 
 logger = logging.get_logger(__name__)
@@ -197,15 +197,6 @@ def load_converted(model, vision_weights: dict, weights: dict, source) -> None:
     )
 
 
-def check_tokenizer(tokenizer, vocab_size: int, source) -> None:
-    """A tokenizer must only emit ids the text tower has embeddings for."""
-    if len(tokenizer) > vocab_size:
-        raise ValueError(
-            f"The tokenizer of {source} has {len(tokenizer)} tokens but the text tower embeds {vocab_size}: "
-            "they do not belong together."
-        )
-
-
 def read_folder_checkpoint(folder: Path) -> tuple[dict, dict]:
     """(config.json, weights) of a transformers checkpoint folder."""
     config_file = folder / "config.json"
@@ -223,10 +214,9 @@ def convert_hf_clip(model_class, path, **overrides):
     folder = Path(path)
     clip_config, state_dict = read_folder_checkpoint(folder)
     config = medvl_config_from_hf_clip(clip_config, **overrides)
-    if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-        from transformers import AutoTokenizer
-
-        check_tokenizer(AutoTokenizer.from_pretrained(folder), config.text_config.vocab_size, folder)
+    tokenizer = load_tokenizer_of(folder)
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, config.text_config, folder)
     model = model_class(config)
     text_layers = config.text_config.num_hidden_layers
     weights = {f"text_model.{key}": value for key, value in
@@ -238,5 +228,5 @@ def convert_hf_clip(model_class, path, **overrides):
     return model
 
 
-__all__ = ["check_tokenizer", "dual_encoder", "clip_text_config", "clip_vit_vision_config", "convert_hf_clip", "load_converted",
+__all__ = ["dual_encoder", "clip_text_config", "clip_vit_vision_config", "convert_hf_clip", "load_converted",
            "medvl_config_from_hf_clip", "take"]

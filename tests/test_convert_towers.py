@@ -18,10 +18,10 @@ TEXT = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attent
         "intermediate_size": 64, "max_position_embeddings": 40, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3, "mask_token_id": 4}
 
 
-def config_for(backbone, kwargs, image_size, **fields):
+def config_for(backbone, kwargs, image_size, text=None, **fields):
     return MedVLConfig(
         vision_config={"backbone": backbone, "backbone_kwargs": kwargs, "image_size": image_size},
-        text_config=TEXT, projection_dim=16, num_fusion_layers=1, num_decoder_layers=1, **fields,
+        text_config={**TEXT, **(text or {})}, projection_dim=16, num_fusion_layers=1, num_decoder_layers=1, **fields,
     )
 
 
@@ -65,6 +65,10 @@ def test_the_log_says_what_was_loaded_and_what_is_new(tmp_path):
     for new in ("medvl.fusion.layers", "medvl.visual_projection", "itm_head"):
         assert new in log.out.split("newly initialised")[1], log.out
     assert "medvl.text_model" not in log.out.split("newly initialised")[1]
+    # The folder's tokenizer (PubMedBERT's [CLS] 2, [SEP] 3, [MASK] 4) must be the one the config names.
+    with pytest.raises(ValueError, match=r"tokenizer .* does not match text_config .*'bos_token_id': \(2, 5\)"):
+        MedVLModel.from_pretrained_towers(config_for("vit_tiny_patch16_224", VIT, 32, text={"bos_token_id": 5}),
+                                          text_model_path=tmp_path / "bert")
 
 
 def test_locked_image_tower_takes_no_gradient_and_stays_in_eval(tmp_path):

@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 FORMATS = ("clip", "open_clip", "towers")
-# A folder holds a tokenizer / image processor only with one of these (transformers would otherwise build an empty one).
-SAVED_FILES = {"tokenizer": ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt"),
-               "image processor": ("preprocessor_config.json",)}
 
 
 def _save_local(kind: str, loader, source, out: Path) -> bool:
     """Save `loader.from_pretrained(source)` (a local folder, or a Hub name in the local cache) into `out`; False if
     there is none."""
-    if not source or (Path(source).is_dir() and not any((Path(source) / name).is_file() for name in SAVED_FILES[kind])):
+    from modeling_medvl.tower_init_medvl import TOKENIZER_FILES
+
+    # A folder holds one only with one of these files (transformers would otherwise build an empty one).
+    files = TOKENIZER_FILES if kind == "tokenizer" else ("preprocessor_config.json",)
+    if not source or (Path(source).is_dir() and not any((Path(source) / name).is_file() for name in files)):
         return False
     try:
         loader.from_pretrained(source, local_files_only=True).save_pretrained(out)
