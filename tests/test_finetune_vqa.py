@@ -1,0 +1,198 @@
+"""VQA fine-tuning (train/finetune.py --task vqa) on SynthCXR written by the test in VQA-RAD's layout: learning,
+the answer vocabulary and answers outside it, resume, LoRA with gradient checkpointing.
+
+The learning run: SynthCXR written in VQA-RAD's layout (120 studies at 64 px, 720 questions, half closed) and read by
+the VQA-RAD reader, the tiny-convnext preset from scratch with a tokenizer trained on the training questions, batch
+24, lr 2e-3, 3 epochs (90 steps); validated on 40 fresh studies (240 questions: 120 closed, 120 open). Measured with
+training seeds 0 / 1 / 2 (closed-question accuracy of the best checkpoint by validation accuracy):
+- fine-tuned: 0.558 / 0.617 / 0.567 (open 0.733 / 0.725 / 0.725);
+- majority (the most frequent training answer of the question's answer type, "no" for closed): 0.467;
+- the untrained model: 0.000 (its random head answers open-question answers to yes/no questions).
+The margins asked for sit under half the smallest measured gain (0.092 over the majority, 0.558 over the untrained
+model): 0.04 and 0.25. One learning run takes about 55 CPU-seconds on one thread.
+"""
+
+import json
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_medvl import MedVLConfig, MedVLForQuestionAnswering
+from processing import generate_synthcxr, train_clinical_tokenizer
+from train.finetune import main
+from train.finetune_args import FinetuneDataArguments, parse_finetune_args
+from train.finetune_model import label_config, load_processor
+from train.finetune_vqa import majority_answers, vqa_scores
+from train.finetune_vqa_data import VqaCollator, load_vqa_splits, normalize_answer
+from train.lora_presets import apply_lora, load_finetuned_model, parse_lora_spec
+from train.pretrain_setup import build_processor, token_ids
+
+DATA = "synthcxr:n=120,size=64,seed=0"
+VALIDATION = 40
+EPOCHS = 3
+LEARNING = ["--task", "vqa", "--data", DATA, "--validation_size", str(VALIDATION), "--per_device_train_batch_size",
+            "24", "--learning_rate", "2e-3", "--num_train_epochs", str(EPOCHS), "--save_total_limit", "5",
+            "--bootstrap_samples", "200", "--seed", "0", "--augment", "false"]
+MIN_GAIN_OVER_MAJORITY = 0.04
+MIN_GAIN_OVER_UNTRAINED = 0.25
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("vqa_data")
+
+
+def finetune(output_dir, cache_dir, *arguments):
+    return main(["--output_dir", str(output_dir), "--cache_dir", str(cache_dir), "--report_to", "none",
+                 "--disable_tqdm", "true", *arguments])
+
+
+@pytest.fixture(scope="module")
+def vqa_run(tmp_path_factory, cache):
+    output = tmp_path_factory.mktemp("vqa") / "run"
+    return output, finetune(output, cache, *LEARNING)
+
+
+def test_closed_accuracy_beats_majority_and_untrained(vqa_run):
+    _, results = vqa_run
+    closed = results["closed_accuracy"]
+    assert results["num_closed"] > 100 and results["num_open"] > 50
+    assert closed >= results["baselines"]["majority"]["closed_accuracy"] + MIN_GAIN_OVER_MAJORITY, results
+    assert closed >= results["baselines"]["initial_model"]["closed_accuracy"] + MIN_GAIN_OVER_UNTRAINED, results
+    low, high = results["closed_accuracy_ci"]
+    assert low <= closed <= high and high - low > 0
+
+
+def test_run_folder_holds_results_and_the_answer_vocabulary(vqa_run, cache):
+    output, results = vqa_run
+    saved = json.loads((output / "eval_results.json").read_text())
+    assert saved["task"] == "vqa" and saved["accuracy"] == pytest.approx(results["accuracy"])
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["best_metric"] == pytest.approx(saved["accuracy"])  # early stopping and the best by accuracy
+    model_args, _, train_args = parse_finetune_args(["--config", str(output / "run_config.yaml")])
+    assert model_args.task == "vqa" and train_args.metric_for_best_model == "accuracy"
+    # The vocabulary is the training split's answers, in the metric's normal form, stored with the model.
+    splits = load_vqa_splits(FinetuneDataArguments(data=DATA, validation_size=VALIDATION), cache)
+    config = MedVLConfig.from_pretrained(output / "checkpoint-best")
+    assert [config.id2label[index] for index in range(config.num_labels)] == splits.answers
+    assert "pa" in splits.answers and "yes" in splits.answers and "PA" not in splits.answers
+    training_answers = {normalize_answer(answer) for answer in splits.train["answer"]}
+    assert set(splits.answers) == training_answers and "x ray" in training_answers  # "x-ray", normalised
+    # SynthCXR's validation studies have nodule sizes no training study has: counted, and counted wrong.
+    outside = [a for a in splits.validation["answer"] if normalize_answer(a) not in training_answers]
+    assert outside and saved["validation_answers_outside_vocabulary"] == len(outside)
+    assert saved["out_of_vocabulary"] == 0  # a classifier only ever answers from its vocabulary
+
+
+def test_answers_outside_the_vocabulary_are_counted_wrong_never_dropped():
+    vocabulary = ["yes", "no", "left"]
+    result = vqa_scores(["yes", "7 mm", "Right"], ["yes", "7 mm", "right"], ["CLOSED", "OPEN", "OPEN"], vocabulary,
+                        bootstrap_samples=20)
+    assert result["num_open"] == 2 and result["out_of_vocabulary"] == 2
+    assert result["open_accuracy"] == 0.0 and result["accuracy"] == pytest.approx(1 / 3)
+    assert len(result["open_accuracy_ci"]) == 2
+
+
+def test_a_saved_source_validation_answer_outside_the_vocabulary(tmp_path):
+    """A saved DatasetDict: the vocabulary comes from train only; the collator gives an unknown answer no target."""
+    studies = list(generate_synthcxr(4, size=64, seed=5))
+    rows = {"image": [s.image for s in studies], "question": ["Is there a pneumothorax?"] * 4,
+            "answer": ["Yes", "no", "yes", "no"], "answer_type": ["CLOSED"] * 4}
+    validation = dict(rows, answer=["yes", "maybe", "no", "yes"], question=["What is seen?"] * 4,
+                      answer_type=["CLOSED", "OPEN", "CLOSED", "CLOSED"])
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                          "validation": datasets.Dataset.from_dict(validation)}).save_to_disk(tmp_path / "saved")
+    splits = load_vqa_splits(FinetuneDataArguments(data=f"saved:{tmp_path / 'saved'}"), tmp_path)
+    assert splits.answers == ["no", "yes"] and splits.answer_counts["CLOSED"] == {"yes": 2, "no": 2}
+    tokenizer = train_clinical_tokenizer(rows["question"] * 20, vocab_size=300)
+    batch = VqaCollator(build_processor(tokenizer, 64), splits.answers)([splits.validation[i] for i in range(4)])
+    assert batch["labels"].tolist() == [1, -100, 0, 1]
+    majority = majority_answers(splits)  # per answer type; OPEN has no training answer: the overall most frequent
+    assert majority == ["no", "no", "no", "no"]
+
+
+def test_resume_reproduces_the_uninterrupted_run(vqa_run, cache, tmp_path):
+    """Resumed from the run's next-to-last epoch checkpoint, the last epoch ends on the same weights."""
+    output, _ = vqa_run
+    checkpoints = sorted((p for p in output.glob("checkpoint-[0-9]*")), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == EPOCHS
+    resumed = tmp_path / "resumed"
+    finetune(resumed, cache, *LEARNING, "--resume_from_checkpoint", str(checkpoints[-2]))
+    last = checkpoints[-1].name
+    expected = load_file(str(output / last / "model.safetensors"))
+    weights = load_file(str(resumed / last / "model.safetensors"))
+    assert sorted(weights) == sorted(expected)
+    assert all(torch.allclose(weights[key], expected[key], atol=1e-6) for key in expected)
+    assert not (resumed / "tokenizer").exists()  # the resumed run read the tokenizer saved with the checkpoint
+
+
+def _vqa_batch(processor, answers):
+    """Four SynthCXR images with one of their questions each, collated over `answers`."""
+    studies = list(generate_synthcxr(4, size=64, seed=7))
+    rows = [{"image": s.image, "question": s.qa[0]["question"], "answer": answer}
+            for s, answer in zip(studies, list(answers) * 2)]
+    return VqaCollator(processor, list(answers))(rows)
+
+
+def test_gradient_checkpointing_with_lora_trains_both_towers_adapters(tmp_path):
+    questions = [qa["question"] for s in generate_synthcxr(8, size=16, seed=7) for qa in s.qa]
+    tokenizer = train_clinical_tokenizer(questions * 4, vocab_size=300)
+    batch = _vqa_batch(build_processor(tokenizer, 64), ["yes", "no"])
+    config = MedVLConfig.from_preset("tiny-convnext", text_config=token_ids(tokenizer), **label_config(["yes", "no"]))
+    torch.manual_seed(0)
+    spec = parse_lora_spec("r=4,dropout=0")  # no random masks: the reference pass must see the same network
+    model = apply_lora(MedVLForQuestionAnswering(config), spec, tmp_path)
+    reference = apply_lora(MedVLForQuestionAnswering(config), spec, tmp_path)
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():  # lora_B starts at zero, which would leave lora_A without a gradient
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.02)
+        reference.load_state_dict(model.state_dict())
+    model.activation_checkpointing_enable()  # what Trainer calls for --gradient_checkpointing
+    base = model.get_base_model().medvl
+    assert base.vision_model.gradient_checkpointing and base.text_model.layers[0].gradient_checkpointing
+    calls = {"vision": 0, "text": 0}
+    base.vision_model.blocks[0].mlp.register_forward_hook(lambda *args: calls.__setitem__("vision", calls["vision"] + 1))
+    base.text_model.layers[0].self_attn.register_forward_hook(lambda *args: calls.__setitem__("text", calls["text"] + 1))
+    model.train()
+    reference.train()
+    model(**batch).loss.backward()
+    assert calls == {"vision": 2, "text": 2}, "checkpointed blocks run twice: forward, then recomputed in backward"
+    reference(**batch).loss.backward()
+    expected = dict(reference.named_parameters())
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" in name}
+    for tower in ("vision_model", "text_model", "fusion"):
+        adapters = [(name, p) for name, p in model.named_parameters() if f".{tower}." in name and "lora_" in name]
+        assert adapters, f"no LoRA adapter in the {tower}"
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in adapters), f"{tower}: no gradient"
+        assert all(torch.allclose(p.grad, expected[name].grad, atol=1e-6, rtol=1e-4) for name, p in adapters), tower
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+    for tower in ("vision_model", "text_model"):
+        changed = [not torch.equal(p, before[name]) for name, p in model.named_parameters()
+                   if name in before and f".{tower}." in name]
+        assert changed and all(changed), f"{tower} adapters did not change after a step"
+
+
+def test_lora_run_with_gradient_checkpointing_saves_a_reloadable_adapter(tmp_path, cache):
+    output = tmp_path / "lora"
+    results = finetune(output, cache, "--task", "vqa", "--data", "synthcxr:n=12,size=64,seed=3", "--validation_size",
+                       "6", "--lora", "r=4", "--gradient_checkpointing", "true", "--max_steps", "2",
+                       "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "2", "--save_steps",
+                       "2", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--bootstrap_samples",
+                       "0", "--no_evaluate_initial_model")
+    assert 0 < results["trainable_parameters"]["share"] < 0.5
+    best = output / "checkpoint-best"
+    weights = load_file(str(best / "adapter_model.safetensors"))
+    assert not (best / "model.safetensors").exists() and any("answer_head" in key for key in weights)
+    for tower in ("vision_model", "text_model"):
+        assert max(w.abs().max().item() for k, w in weights.items() if "lora_B" in k and f".{tower}." in k) > 0
+    model = load_finetuned_model(best)
+    answers = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    batch = _vqa_batch(load_processor(best, 64), answers[:2])
+    batch.pop("labels")
+    with torch.no_grad():
+        logits = model(**batch).logits
+        torch.testing.assert_close(model.merge_and_unload()(**batch).logits, logits, atol=1e-5, rtol=1e-5)
