@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from .configuration_medvl import MedVLConfig
-from .layers_medvl import MedVLLayer, attention_mask_for
+from .layers_medvl import MedVLLayer, attention_mask_for, uses_flash_kernels
 
 
 class MedVLFusion(nn.Module):
@@ -39,7 +39,10 @@ class MedVLFusion(nn.Module):
         text_states: torch.Tensor,
         text_attention_mask: torch.Tensor | None,
         image_tokens: torch.Tensor,
+        query_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Fused text states, `(batch, text_length, text_hidden)`; with `query_index` `(batch, k)` (text
+        positions), only those positions' states `(batch, k, text_hidden)`: the last layer computes no other."""
         if text_states.shape[0] != image_tokens.shape[0]:
             raise ValueError(
                 f"Fusion pairs each text with one image, but got {text_states.shape[0]} texts and "
@@ -49,26 +52,32 @@ class MedVLFusion(nn.Module):
         if text_attention_mask is None:
             text_attention_mask = torch.ones(batch, text_length, dtype=torch.long, device=text_states.device)
         if self.fusion_type == "cross_attention":
-            mask = attention_mask_for(
-                self.attn_implementation, text_attention_mask, text_length, text_length, False, text_states.dtype,
-                text_states.device,
-            )
-            hidden_states = text_states
-            for layer in self.layers:
-                hidden_states = layer(hidden_states, mask, image_tokens)[0]
-            return hidden_states
+            return self._run_layers(text_states, text_attention_mask, image_tokens, query_index)
 
         image_states = self.image_norm(self.image_projection(image_tokens) + self.modality_embeddings.weight[0])
         hidden_states = torch.cat([image_states, text_states + self.modality_embeddings.weight[1]], dim=1)
         image_mask = torch.ones(batch, image_states.shape[1], dtype=text_attention_mask.dtype, device=hidden_states.device)
         joint_mask = torch.cat([image_mask, text_attention_mask], dim=1)
+        if query_index is None:
+            return self._run_layers(hidden_states, joint_mask, None)[:, image_states.shape[1] :]
+        return self._run_layers(hidden_states, joint_mask, None, query_index + image_states.shape[1])
+
+    def _run_layers(self, hidden_states, key_padding_mask, image_tokens, query_index=None):
         length = hidden_states.shape[1]
-        mask = attention_mask_for(
-            self.attn_implementation, joint_mask, length, length, False, hidden_states.dtype, hidden_states.device
-        )
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, mask)[0]
-        return hidden_states[:, image_states.shape[1] :]
+        dtype, device = hidden_states.dtype, hidden_states.device
+        mask = attention_mask_for(self.attn_implementation, key_padding_mask, length, length, False, dtype, device)
+        if query_index is not None and uses_flash_kernels(self.attn_implementation) and query_index.shape[1] > 1:
+            # Flash kernels unpad several queries as the last positions of the sequence: only one query is exact.
+            full = self._run_layers(hidden_states, key_padding_mask, image_tokens)
+            return full.gather(1, query_index[..., None].expand(-1, -1, full.shape[-1]))
+        for position, layer in enumerate(self.layers):
+            if query_index is not None and position == len(self.layers) - 1:
+                last_mask = attention_mask_for(
+                    self.attn_implementation, key_padding_mask, query_index.shape[1], length, False, dtype, device
+                )
+                return layer(hidden_states, last_mask, image_tokens, query_index=query_index)[0]
+            hidden_states = layer(hidden_states, mask, image_tokens)[0]
+        return hidden_states
 
 
 __all__ = ["MedVLFusion"]

@@ -189,9 +189,21 @@ class MedVLLayer(GradientCheckpointingLayer):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        query_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns `(hidden_states, self-attention weights or None)`."""
-        attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, None, cache)
+        """Returns `(hidden_states, self-attention weights or None)`.
+
+        `query_index` `(batch, k)` computes the layer's output only at those positions, `(batch, k, hidden)`, with
+        keys and values still from every position (`attention_mask` then `(batch, 1, k, length)`): exact for a
+        last layer whose readers use a few positions (ITM the first token, MLM the masked ones)."""
+        if query_index is None:
+            attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, None, cache)
+        else:
+            if cache is not None:
+                raise ValueError("query_index computes a subset of positions and cannot extend a cache.")
+            all_positions = hidden_states
+            hidden_states = hidden_states.gather(1, query_index[..., None].expand(-1, -1, hidden_states.shape[-1]))
+            attn_output, attn_weights = self.self_attn(hidden_states, attention_mask, all_positions)
         hidden_states = self.self_attn_norm(hidden_states + self.dropout(attn_output))
         if self.cross_attn is not None:
             if encoder_hidden_states is None:

@@ -9,7 +9,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_medvl import MedVLConfig
 from .layers_medvl import MedVLLMHead
-from .losses_medvl import contrastive_loss, itm_loss, mask_tokens, mlm_loss, sample_hard_negatives
+from .losses_medvl import IGNORE_INDEX, contrastive_loss, itm_loss, mask_tokens, mlm_loss, sample_hard_negatives
 from .modeling_medvl import MedVLModel, MedVLPreTrainedModel, check_paired_batch
 
 logger = logging.get_logger(__name__)
@@ -28,8 +28,13 @@ class MedVLPreTrainingOutput(ModelOutput):
     image_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`): L2-normalised image embeddings.
     text_embeds (`torch.FloatTensor` of shape `(batch, projection_dim)`): L2-normalised text embeddings.
     logit_scale (`torch.FloatTensor` of shape `()`): The exp'd, clamped inverse temperature.
-    mlm_logits (`torch.FloatTensor` of shape `(batch, text_length, vocab_size)`, *optional*): MLM predictions.
-    mlm_labels (`torch.LongTensor` of shape `(batch, text_length)`, *optional*): MLM targets (-100 = ignored).
+    mlm_logits (`torch.FloatTensor` of shape `(batch, num_masked, vocab_size)`, *optional*): MLM predictions at
+        each row's masked positions only (`mlm_positions`), rows padded to the most masked tokens in the batch: the
+        fused text and the vocabulary projection are computed nowhere else.
+    mlm_labels (`torch.LongTensor` of shape `(batch, num_masked)`, *optional*): MLM targets at those positions
+        (-100 = padding).
+    mlm_positions (`torch.LongTensor` of shape `(batch, num_masked)`, *optional*): The text positions of
+        `mlm_logits` (0 where padded).
     itm_logits (`torch.FloatTensor` of shape `(num_pairs, 2)`, *optional*): Match logits over positives then
         hard negatives.
     itm_labels (`torch.LongTensor` of shape `(num_pairs,)`, *optional*): 1 for matching pairs.
@@ -44,6 +49,7 @@ class MedVLPreTrainingOutput(ModelOutput):
     logit_scale: torch.FloatTensor | None = None
     mlm_logits: torch.FloatTensor | None = None
     mlm_labels: torch.LongTensor | None = None
+    mlm_positions: torch.LongTensor | None = None
     itm_logits: torch.FloatTensor | None = None
     itm_labels: torch.LongTensor | None = None
 
@@ -151,7 +157,8 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             masked_states = medvl.text_model(
                 input_ids=mlm_input_ids, attention_mask=attention_mask, position_ids=position_ids
             ).last_hidden_state
-            mlm_logits = self.mlm_head(medvl.fuse(masked_states, attention_mask, encoding.image_tokens))
+            mlm_positions, mlm_labels = masked_positions(mlm_labels)
+            mlm_logits = self.mlm_head(self.fuse_at(masked_states, attention_mask, encoding.image_tokens, mlm_positions))
             losses["mlm"] = mlm_loss(mlm_logits, mlm_labels)
         if "itm" in terms:
             itm_logits, itm_labels = self.image_text_matching(
@@ -173,6 +180,7 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             logit_scale=logit_scale,
             mlm_logits=mlm_logits,
             mlm_labels=mlm_labels if "mlm" in terms else None,
+            mlm_positions=mlm_positions if "mlm" in terms else None,
             itm_logits=itm_logits,
             itm_labels=itm_labels,
         )
@@ -192,6 +200,12 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             input_ids, attention_mask, text_config.mask_token_id, text_config.vocab_size, special,
             self.config.mlm_probability,
         )
+
+    def fuse_at(self, text_states, attention_mask, image_tokens, positions):
+        """Fused text states `(batch, k, hidden)` at `positions` `(batch, k)` only."""
+        if self.medvl.fusion is None:
+            return text_states.gather(1, positions[..., None].expand(-1, -1, text_states.shape[-1]))
+        return self.medvl.fusion(text_states, attention_mask, image_tokens, query_index=positions)
 
     def image_text_matching(
         self,
@@ -221,7 +235,8 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
             return None, None
         image_index = torch.cat([torch.arange(batch, device=input_ids.device), image_rows, negative_images])
         text_index = torch.cat([torch.arange(batch, device=input_ids.device), negative_texts, text_rows])
-        fused = self.medvl.fuse(text_states[text_index], attention_mask[text_index], image_tokens[image_index])
+        first_token = torch.zeros(text_index.shape[0], 1, dtype=torch.long, device=input_ids.device)
+        fused = self.fuse_at(text_states[text_index], attention_mask[text_index], image_tokens[image_index], first_token)
         itm_logits = self.itm_head(fused[:, 0])
         itm_labels = torch.zeros(image_index.shape[0], dtype=torch.long, device=input_ids.device)
         itm_labels[:batch] = 1
@@ -229,5 +244,17 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
 
 
 MedVLForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
+def masked_positions(mlm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(positions, labels)`, each `(batch, k)`: every row's masked positions (labels other than -100) in order,
+    rows padded to the batch's most masked tokens with position 0 and label -100 (k >= 1)."""
+    masked = mlm_labels != IGNORE_INDEX
+    width = max(int(masked.sum(dim=1).max()), 1) if masked.numel() else 1
+    # A stable sort puts each row's masked positions first, in text order.
+    order = torch.sort((~masked).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    valid = masked.gather(1, order)
+    positions = order.masked_fill(~valid, 0)
+    return positions, mlm_labels.gather(1, order).masked_fill(~valid, IGNORE_INDEX)
+
 
 __all__ = ["LOSS_TERMS", "MedVLForPreTraining", "MedVLPreTrainingOutput"]

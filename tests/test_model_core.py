@@ -98,7 +98,10 @@ def test_given_mlm_inputs_are_used_and_only_labelled_positions_count():
     masked[0, 3] = 3
     output = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                    mlm_input_ids=masked, mlm_labels=labels, loss_terms=("mlm",))
-    expected = torch.nn.functional.cross_entropy(output.mlm_logits[0, 3:4], input_ids[0, 3:4])
+    # Logits come back at the masked positions only: row 0's one masked token, the other rows padding.
+    assert output.mlm_positions.tolist() == [[3], [0], [0]]
+    assert output.mlm_labels.tolist() == [[input_ids[0, 3].item()], [-100], [-100]]
+    expected = torch.nn.functional.cross_entropy(output.mlm_logits[0, 0:1], input_ids[0, 3:4])
     assert torch.allclose(output.loss_terms["mlm"], expected, atol=1e-5)
 
 
