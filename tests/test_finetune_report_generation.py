@@ -1,7 +1,19 @@
 """Report-generation fine-tuning (train/finetune.py --task report_generation) on SynthCXR: learning against the
 most-frequent-report and untrained baselines, the side-by-side HTML, resume, LoRA with the decoder trained in full.
 
-MEASURED_PLACEHOLDER
+The learning run: 160 SynthCXR studies at 64 px, the tiny-convnext preset from scratch (a one-layer report decoder,
+128 wide) with a tokenizer trained on the training reports, teacher forcing, batch 8, lr 6e-3, 6 epochs (120
+steps); validated on 40 fresh studies by greedy generation of at most 80 tokens. Measured with training seeds
+0 / 1 / 2 (CIDEr-D of the best checkpoint by validation CIDEr):
+- fine-tuned: 0.438 / 0.524 / 0.368 (ROUGE-L 0.398 / 0.392 / 0.393);
+- the most frequent training report for every image: 0.208 (the reports are nearly all distinct, so it is one
+  arbitrary report);
+- the untrained model: 0.018 / 0.032 / 0.026.
+Greedy decoding passes through a "No. No. No." phase in the first 40 steps (CIDEr-D near 0: its length penalty), so
+fewer steps or batches of 16 (50 steps) stayed under the baseline (0.04 / 0.03). The margins asked for sit under half
+the smallest measured gain (0.160 over the most frequent report, 0.342 over the untrained model): 0.07 and 0.15.
+The score is of the checkpoint chosen on the same validation set, so it leans optimistic. One learning run takes about
+45 CPU-seconds on one thread.
 """
 
 import base64
@@ -29,7 +41,8 @@ LEARNING = ["--task", "report_generation", "--data", DATA, "--validation_size", 
             "--per_device_train_batch_size", "8", "--learning_rate", "6e-3", "--num_train_epochs", str(EPOCHS),
             "--save_total_limit", "10", "--max_new_tokens", "80", "--html_examples", "4", "--seed", "0",
             "--augment", "false", "--early_stopping_patience", "4"]
-MIN_CIDER_GAIN = 0.05
+MIN_GAIN_OVER_MAJORITY = 0.07
+MIN_GAIN_OVER_UNTRAINED = 0.15
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +64,8 @@ def report_run(tmp_path_factory, cache):
 def test_cider_beats_the_most_frequent_report_and_the_untrained_model(report_run):
     _, results = report_run
     baselines = results["baselines"]
-    assert results["cider"] >= baselines["majority"]["cider"] + MIN_CIDER_GAIN, (results, baselines)
-    assert results["cider"] >= baselines["initial_model"]["cider"] + MIN_CIDER_GAIN, (results, baselines)
+    assert results["cider"] >= baselines["majority"]["cider"] + MIN_GAIN_OVER_MAJORITY, (results, baselines)
+    assert results["cider"] >= baselines["initial_model"]["cider"] + MIN_GAIN_OVER_UNTRAINED, (results, baselines)
     assert results["rouge_l"] > baselines["initial_model"]["rouge_l"]
     assert set(results) >= {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "num_studies"}
 
