@@ -1,5 +1,7 @@
 """VQA fine-tuning (`train/finetune.py --task vqa`): MedVLForQuestionAnswering classifies each image-question pair
-over the answer vocabulary of the training split, closed (yes/no) and open questions alike.
+over the answer vocabulary of the training split, closed (yes/no) and open questions alike. (MedVLForQuestionAnswering
+has no generation head, so an open question's answer is one of the training answers too; free-text open answers
+through MedVLForConditionalGeneration after a question prompt are not wired into this script.)
 
     accelerate launch train/finetune.py --task vqa --data vqa-rad:/data/vqa-rad --init runs/p1/checkpoint-best
     accelerate launch train/finetune.py --config train/configs/finetune_vqa_tiny_synthcxr.yaml --output_dir runs/vqa
