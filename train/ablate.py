@@ -2,17 +2,29 @@
 pretraining run (train/pretrain.py) and a classification fine-tune (train/finetune.py), compared on the fine-tuned
 validation macro AUC.
 
-    python train/ablate.py --grid fusion=none,cross_attention,merged init=domain,general \\
+    python train/ablate.py --grid fusion=none,cross_attention,merged init=random,domain \\
         --data synthcxr:n=2000,size=64 --out runs/ablate --steps 100
+    medvl convert --from clip --src clip-vit-base-patch16/ --out medvl-clip/          # general-domain weights
+    medvl convert --from open_clip --src BiomedCLIP/ --out medvl-biomedclip/           # domain weights
+    python train/ablate.py --grid fusion=none,cross_attention init=random,general,domain \\
+        --general_model medvl-clip/ --domain_model medvl-biomedclip/ --data synthcxr:n=2000,size=64 --out runs/ab2
 
-What the two initialisations mean here (no pretrained weights are downloaded; these machines are offline):
-- domain: the classifier's vision tower starts from this cell's own contrastive pretraining (ITC + MLM, + ITM when
-  the cell has fusion layers) on the image-report pairs of --data, --steps steps with the cell's fusion_type: the
-  domain image-text pretraining stage.
-- general: no domain pretraining; the vision tower starts from general-purpose weights: a timm weight file held
-  locally (--general_vision_weights, e.g. ImageNet weights of the preset's backbone) or, without one, timm's own
-  fresh initialisation. Its fine-tune never sees fusion layers (the image classifier has none), so the general
-  cells of every fusion_type are the same run: it is trained once and reported in each of them (`shared_with`).
+What the three initialisations mean (files are local; nothing is downloaded):
+- random: no pretraining; the towers of --model_preset from fresh initialisation.
+- general: no domain pretraining; the fine-tune starts from a general-domain model: --general_model (a MedVL
+  folder, e.g. `medvl convert --from clip` of a CLIP checkpoint) or a vision tower from --general_vision_weights (a
+  local timm weight file, e.g. ImageNet weights of the preset's backbone). init=general without either is an error
+  (use init=random for fresh towers).
+- domain: this cell's contrastive pretraining (ITC + MLM when the text tower has a mask token, + ITM when the cell
+  has fusion layers) on the image-report pairs of --data with the cell's fusion_type, starting from --domain_model
+  (a MedVL folder converted from a domain model, e.g. `medvl convert --from open_clip` of BiomedCLIP; its own
+  tokenizer kept; --domain_model_steps steps, default --steps) or, without it, from fresh initialisation (--steps
+  steps); the fine-tune starts from that pretraining's last checkpoint. A folder whose fusion_type is not the
+  cell's is pretrained with its fusion layers rebuilt fresh for the cell (train/ablate_sources.py).
+The image classifier has no fusion layers, so the random and general cells (and domain cells with
+--domain_model_steps 0, fine-tuned straight from the folder) of every fusion_type are the same run: it is trained
+once and reported in each of them (`shared_with`). Each cell's record names its start (`source`: a path or
+"fresh init").
 
 Every cell uses the same data, seed, tokenizer settings and fine-tuning recipe. The output folder gets
 ablation.json (every cell's numbers and the definitions above), ablation.md (the table) and ablation.png (macro AUC
@@ -30,25 +42,30 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from modeling_medvl.configuration_medvl import FUSION_TYPES
+from train.ablate_sources import FRESH, cell_source, check_sources, text_length, with_fusion_type
 from train.data_loading import parse_data_spec
 from train.run_config import parse_config_and_args
 
-INITS = ("domain", "general")
+INITS = ("random", "general", "domain")
 GRID_VALUES = {"fusion": FUSION_TYPES, "init": INITS}
 GRID_DEFAULTS = {"fusion": "cross_attention", "init": "domain"}
 DEFINITIONS = {
-    "domain": "vision tower from this cell's short contrastive pretraining on --data (with the cell's fusion_type)",
-    "general": "no domain pretraining; vision tower from --general_vision_weights, else timm's fresh initialisation",
+    "random": "no pretraining; towers of --model_preset from fresh initialisation",
+    "general": "no domain pretraining; fine-tune from --general_model (a MedVL folder, e.g. `medvl convert --from "
+               "clip`) or a vision tower from --general_vision_weights (a local timm file); one of them is required",
+    "domain": "this cell's short contrastive pretraining on --data with the cell's fusion_type, from --domain_model "
+              "(a MedVL folder, e.g. `medvl convert --from open_clip` of BiomedCLIP; fusion layers rebuilt if its "
+              "fusion_type differs) when given, else from fresh initialisation; the fine-tune starts from it",
 }
 
 
 @dataclass
 class AblateArguments:
-    grid: list[str] = field(default_factory=lambda: ["fusion=none,cross_attention,merged", "init=domain,general"],
+    grid: list[str] = field(default_factory=lambda: ["fusion=none,cross_attention,merged", "init=random,domain"],
                             metadata={"help": "Axes as key=value,value: fusion=" + ",".join(FUSION_TYPES)
-                                      + " and init=domain,general. Offline, init means: domain = "
-                                      + DEFINITIONS["domain"] + "; general = " + DEFINITIONS["general"]
-                                      + " (the general cells of every fusion_type are one shared run)."})
+                                      + " and init=" + ",".join(INITS) + ". init means: "
+                                      + "; ".join(f"{k} = {v}" for k, v in DEFINITIONS.items())
+                                      + " (the random and general cells of every fusion_type are one shared run)."})
     data: str = field(default="synthcxr:n=2000,size=64,seed=0",
                       metadata={"help": "Image-report pairs with labels, for both stages (synthcxr:, mimic-cxr:)."})
     out: str = field(default="runs/ablate", metadata={"help": "Output folder."})
@@ -62,7 +79,17 @@ class AblateArguments:
     validation_size: int = field(default=256, metadata={"help": "Studies of the SynthCXR validation set."})
     bootstrap_samples: int = field(default=200, metadata={"help": "Resamples of the fine-tuned AUC's interval."})
     general_vision_weights: Optional[str] = field(default=None, metadata={
-        "help": "A local timm weight file for the 'general' vision tower (e.g. ImageNet weights of the backbone)."})
+        "help": "A local timm weight file for the 'general' vision tower of --model_preset (e.g. ImageNet weights of "
+                "the backbone)."})
+    general_model: Optional[str] = field(default=None, metadata={
+        "help": "A MedVL folder the 'general' cells fine-tune from (e.g. `medvl convert --from clip --src CLIP_DIR "
+                "--out DIR`); its architecture replaces --model_preset there."})
+    domain_model: Optional[str] = field(default=None, metadata={
+        "help": "A MedVL folder with its tokenizer the 'domain' cells pretrain from (e.g. `medvl convert --from "
+                "open_clip --src BiomedCLIP_DIR --out DIR`); without it they pretrain from fresh initialisation."})
+    domain_model_steps: Optional[int] = field(default=None, metadata={
+        "help": "Pretraining steps of a domain cell from --domain_model (default: --steps; 0: fine-tune straight "
+                "from the folder, one run shared by every fusion_type)."})
 
 
 def parse_grid(items) -> list[dict]:
@@ -88,21 +115,34 @@ def cell_name(cell: dict) -> str:
     return f"fusion-{cell['fusion']}_init-{cell['init']}"
 
 
-def pretrain_argv(args, cell, folder: Path) -> list:
-    overrides = [f"fusion_type={cell['fusion']}"] + (["itm_weight=0"] if cell["fusion"] == "none" else [])
-    return ["--model_preset", args.model_preset, "--data", args.data, "--output_dir", str(folder),
-            "--model_overrides", *overrides, "--max_steps", str(args.steps), "--seed", str(args.seed),
+def domain_steps(args) -> int:
+    """Pretraining steps of a domain cell."""
+    return args.steps if args.domain_model_steps is None or not args.domain_model else args.domain_model_steps
+
+
+def pretrain_argv(args, cell, folder: Path, start=None) -> list:
+    """Arguments of a domain cell's pretraining: from fresh initialisation with the cell's fusion_type, or from the
+    MedVL folder `start` (already of the cell's fusion_type) with --domain_model's tokenizer."""
+    steps = domain_steps(args)
+    if start is None:
+        overrides = [f"fusion_type={cell['fusion']}"] + (["itm_weight=0"] if cell["fusion"] == "none" else [])
+        model, text_length_ = ["--model_overrides", *overrides, "--tokenizer_vocab_size", "1000"], 128
+    else:
+        model = ["--model_name_or_path", str(start), "--tokenizer", str(Path(args.domain_model).resolve())]
+        text_length_ = text_length(args.domain_model, 128)
+    return ["--model_preset", args.model_preset, *model, "--data", args.data, "--output_dir", str(folder),
+            "--max_steps", str(steps), "--seed", str(args.seed),
             "--per_device_batch_size", str(args.batch_size), "--learning_rate", str(args.learning_rate),
-            "--warmup_steps", str(max(1, args.steps // 10)), "--eval_steps", str(args.steps), "--save_steps", "0",
+            "--warmup_steps", str(max(1, steps // 10)), "--eval_steps", str(steps), "--save_steps", "0",
             "--save_total_limit", "1", "--validation_size", str(args.validation_size), "--num_workers", "0",
-            "--tokenizer_vocab_size", "1000", "--max_text_length", "128", "--report_to", "none"]
+            "--max_text_length", str(text_length_), "--report_to", "none"]
 
 
-def finetune_argv(args, init_folder, folder: Path, cache: Path) -> list:
+def finetune_argv(args, init_folder, folder: Path, cache: Path, vision_weights=None) -> list:
     steps = str(args.finetune_steps or args.steps)
     start = ["--init", str(init_folder)] if init_folder else ["--model_preset", args.model_preset] + (
-        ["--model_overrides", f"vision_config.weights_path={args.general_vision_weights}"]
-        if args.general_vision_weights else [])
+        ["--model_overrides", f"vision_config.weights_path={Path(vision_weights).resolve()}"]
+        if vision_weights else [])
     return [*start, "--data", args.data, "--output_dir", str(folder), "--cache_dir", str(cache),
             "--validation_size", str(args.validation_size), "--max_steps", steps, "--seed", str(args.seed),
             "--per_device_train_batch_size", str(args.batch_size), "--learning_rate", str(args.finetune_learning_rate),
@@ -117,20 +157,30 @@ def run_cell(args, cell, out: Path, cache: Path) -> dict:
     from train import finetune, pretrain
 
     folder, started, record = out / cell_name(cell), time.time(), dict(cell)
-    init_folder = None
-    if cell["init"] == "domain":
+    record["source"] = cell_source(args, cell["init"])
+    init_folder, vision_weights = None, None
+    if cell["init"] == "general":
+        init_folder = Path(args.general_model).resolve() if args.general_model else None
+        vision_weights = args.general_vision_weights
+    elif cell["init"] == "domain" and domain_steps(args) == 0:
+        init_folder = Path(args.domain_model).resolve()
+    elif cell["init"] == "domain":
+        start = None
+        if args.domain_model:
+            start, record["fusion_layers"] = with_fusion_type(Path(args.domain_model).resolve(), cell["fusion"],
+                                                              folder / "start", args.seed)
         pretrain_folder = folder / "pretrain"
         pretrain_folder.mkdir(parents=True, exist_ok=True)
         shared = pretrain_folder / "data_cache"  # the generated data, made once for every cell
         if not shared.exists():
             shared.symlink_to(cache.resolve(), target_is_directory=True)
-        summary = pretrain.main(pretrain_argv(args, cell, pretrain_folder))
+        summary = pretrain.main(pretrain_argv(args, cell, pretrain_folder, start))
         final_eval = summary.get("final_eval") or {}
         record["pretrain"] = {"steps": summary["steps"], "final_loss": summary.get("final_loss"),
                               "zero_shot_auc": final_eval.get("zero_shot_auc"), "recall@5": final_eval.get("recall@5"),
                               "seconds": summary["seconds_this_launch"]}
         init_folder = (pretrain_folder / "checkpoint-last").resolve()
-    results = finetune.main(finetune_argv(args, init_folder, folder / "finetune", cache))
+    results = finetune.main(finetune_argv(args, init_folder, folder / "finetune", cache, vision_weights))
     record["finetune"] = {key: results[key] for key in ("auroc_macro", "auroc_macro_ci", "auroc_per_label",
                                                         "labels_in_macro", "num_studies")}
     record["seconds"] = time.time() - started
@@ -142,13 +192,13 @@ def _cell(value):
 
 
 def markdown_table(cells: list) -> str:
-    lines = ["| fusion | init | pretrain steps | zero-shot AUC | fine-tuned macro AUC (95% CI) | minutes |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| fusion | init | start | pretrain steps | zero-shot AUC | fine-tuned macro AUC (95% CI) | minutes |",
+             "|---|---|---|---|---|---|---|"]
     for cell in cells:
         pre, fine = cell.get("pretrain") or {}, cell["finetune"]
         low, high = fine["auroc_macro_ci"]
         note = f" (= {cell['shared_with']})" if cell.get("shared_with") else ""
-        lines.append(f"| {cell['fusion']} | {cell['init']}{note} | {pre.get('steps', 0)} | "
+        lines.append(f"| {cell['fusion']} | {cell['init']}{note} | {cell.get('source', FRESH)} | {pre.get('steps', 0)} | "
                      f"{_cell(pre.get('zero_shot_auc'))} | {fine['auroc_macro']:.3f} ({_cell(low)}-{_cell(high)}) | "
                      f"{cell['seconds'] / 60:.1f} |")
     return "\n".join(lines) + "\n"
@@ -164,7 +214,8 @@ def bar_plot(cells: list, path) -> str:
     errors = [[max(0.0, v - c["finetune"]["auroc_macro_ci"][0]) for v, c in zip(values, cells)],
               [max(0.0, c["finetune"]["auroc_macro_ci"][1] - v) for v, c in zip(values, cells)]]
     errors = [[0.0 if math.isnan(e) else e for e in side] for side in errors]  # no interval: no error bar
-    colours = ["tab:blue" if cell["init"] == "domain" else "tab:orange" for cell in cells]
+    palette = {"domain": "tab:blue", "general": "tab:orange", "random": "tab:grey"}
+    colours = [palette.get(cell["init"], "tab:grey") for cell in cells]
     figure, axis = plt.subplots(figsize=(1.2 * len(cells) + 2, 3.6))
     axis.bar(range(len(cells)), values, yerr=errors, capsize=3, color=colours)
     axis.set_xticks(range(len(cells)), [f"{c['fusion']}\n{c['init']}" for c in cells], fontsize=8)
@@ -176,26 +227,34 @@ def bar_plot(cells: list, path) -> str:
     return str(path)
 
 
-def run_ablation(args) -> dict:
+def check_arguments(args) -> list:
+    """The grid's cells; every argument error is raised here, before any data is generated or any run starts."""
     cells = parse_grid(args.grid)
     if parse_data_spec(args.data).kind not in ("synthcxr", "mimic-cxr", "saved"):
         raise ValueError(f"--data {args.data}: both stages need image-report pairs with labels "
                          "(synthcxr:, mimic-cxr: or saved:)")
     if args.steps < 1 or (args.finetune_steps is not None and args.finetune_steps < 1):
         raise ValueError("--steps and --finetune_steps must be >= 1")
-    if args.general_vision_weights and not Path(args.general_vision_weights).is_file():
-        raise FileNotFoundError(f"--general_vision_weights {args.general_vision_weights}: no such file")
+    check_sources(args, {cell["init"] for cell in cells})
+    return cells
+
+
+def run_ablation(args) -> dict:
+    cells = check_arguments(args)
     out = Path(args.out)
     cache = out / "data_cache"
     cache.mkdir(parents=True, exist_ok=True)
     records, done = [], {}
     for cell in tqdm(cells, desc="ablation cells", unit="cell"):
-        shared = done.get("general") if cell["init"] == "general" else None
+        # Without a pretraining of the cell's fusion_type, the fine-tune is the same run for every fusion_type.
+        without_pretraining = cell["init"] != "domain" or domain_steps(args) == 0
+        key = cell["init"] if without_pretraining else cell_name(cell)
+        shared = done.get(key)
         if shared is not None:
             records.append({**shared, **cell, "shared_with": cell_name(shared)})
             continue
         record = run_cell(args, cell, out, cache)
-        done.setdefault(cell["init"] if cell["init"] == "general" else cell_name(cell), record)
+        done[key] = record
         records.append(record)
     results = {"arguments": asdict(args), "definitions": DEFINITIONS, "cells": records}
     (out / "ablation.json").write_text(json.dumps(results, indent=2))
@@ -212,7 +271,22 @@ def main(argv=None) -> dict:
     return run_ablation(args)
 
 
-__all__ = ["AblateArguments", "main", "markdown_table", "parse_grid", "run_ablation"]
+def cli(argv=None):
+    """`python train/ablate.py ...`: argument errors (checked before any run) as one line on stderr, exit status 2."""
+    import sys
+
+    (args,) = parse_config_and_args((AblateArguments,), argv)
+    try:
+        check_arguments(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"train/ablate.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return run_ablation(args)
+
+
+__all__ = ["AblateArguments", "check_arguments", "cli", "main", "markdown_table", "parse_grid", "run_ablation"]
 
 if __name__ == "__main__":
-    main()
+    from train.user_errors import run_main
+
+    run_main(cli)
