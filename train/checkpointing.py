@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.user_errors import MissingPathError, UserError
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 LAST_POINTER = "checkpoint-last"
 BEST_FOLDER = "checkpoint-best"
@@ -156,10 +158,12 @@ def resolve_checkpoint(path) -> Path:
     given = Path(path)
     resolved = given.resolve()
     if not resolved.is_dir():
-        raise FileNotFoundError(f"--resume_from {given}: no such checkpoint folder")
+        raise MissingPathError(f"--resume_from {given}: no such checkpoint folder (give a checkpoint-<step> folder "
+                               "or checkpoint-last)")
     missing = [name for name in (TRAINER_STATE, OPTIMIZER_STATE, SCHEDULER_STATE) if not (resolved / name).is_file()]
     if missing:
-        raise ValueError(f"--resume_from {given}: not a complete training checkpoint (missing {missing})")
+        raise UserError(f"--resume_from {given}: not a complete training checkpoint (missing {missing}; give a "
+                        "checkpoint-<step> folder)")
     return resolved
 
 

@@ -1,9 +1,10 @@
 """The `medvl` console script. Each command group lives in its own module with a
 `register(subparsers)` function, imported only when that group is named."""
 
-import argparse
 import importlib
 import sys
+
+from train.user_errors import DEBUG_FLAG, ArgumentParser, run_main
 
 COMMAND_GROUPS = {
     "data": ("train.cli_data", "generate SynthCXR, preview data sets"),
@@ -15,7 +16,9 @@ COMMAND_GROUPS = {
 
 
 def build_parser(group=None):
-    parser = argparse.ArgumentParser(prog="medvl", description="MedVL: medical vision-language models.")
+    parser = ArgumentParser(prog="medvl", description="MedVL: medical vision-language models.",
+                            epilog=f"A mistake in the arguments prints one line, `error: ...`, and exits with status 2; "
+                                   f"{DEBUG_FLAG} (anywhere) or MEDVL_DEBUG=1 shows the traceback.")
     subparsers = parser.add_subparsers(dest="group", metavar="{" + ",".join(COMMAND_GROUPS) + "}")
     for name, (module, help_text) in COMMAND_GROUPS.items():
         if name == group:
@@ -25,14 +28,18 @@ def build_parser(group=None):
     return parser
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def dispatch(argv):
     group = argv[0] if argv and argv[0] in COMMAND_GROUPS else None
     args = build_parser(group).parse_args(argv)
     if args.group is None or not hasattr(args, "func"):
         build_parser(group).print_help()
         return 2
     return args.func(args) or 0
+
+
+def main(argv=None):
+    """The console script: `dispatch` with user errors in one line (status 2)."""
+    return run_main(dispatch, argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@
 """
 
 import json
-import sys
 from pathlib import Path
+
+from train.user_errors import UserError, report
 
 FORMATS = ("clip", "open_clip", "towers")
 
@@ -50,7 +51,7 @@ def convert(args):
             tokenizer = text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")
         return model, tokenizer, None
     if not args.preset:
-        raise ValueError("--from towers needs --preset (the MedVL architecture the towers load into)")
+        raise UserError("--from towers needs --preset (the MedVL architecture the towers load into, e.g. swin-base-384)")
     preset = MedVLConfig.from_preset(args.preset)
     config = MedVLConfig.from_preset(args.preset, **config_overrides(args.model_overrides, preset), **overrides)
     model = MedVLModel.from_pretrained_towers(config, vision_weights=args.src, text_model_path=args.text_model)
@@ -61,11 +62,14 @@ def run_convert(args):
     from transformers import AutoImageProcessor, AutoTokenizer
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file (give a folder path)")
+    if not Path(args.src).exists():
+        raise UserError(f"--src {args.src}: no such file or folder (check the path)")
     try:
         model, tokenizer_source, processor_source = convert(args)
     except (ValueError, FileNotFoundError, TypeError, ImportError) as error:
-        print(f"medvl convert: error: {error}", file=sys.stderr)
-        return 2
+        return report(error)  # the source does not fit --from / --preset: the converters name what
     model.save_pretrained(out)
     kept = [name for name, loader, source in (("tokenizer", AutoTokenizer, tokenizer_source),
                                               ("image processor", AutoImageProcessor, processor_source))

@@ -11,8 +11,9 @@ Inputs (one or more `--input`, mixed freely):
 
 import csv
 import json
-import sys
 from pathlib import Path
+
+from train.user_errors import report
 
 
 def read_reports(paths, field="report"):
@@ -58,8 +59,7 @@ def run_train(args):
 
     missing = [path for path in args.input if not Path(path).exists()]
     if missing:
-        print(f"medvl tokenizer train: error: input not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        return report(f"input not found: {', '.join(missing)} (check the --input paths)")
     normalizer = None
     if not args.no_normalize:
         normalizer = ClinicalTextNormalizer(
@@ -80,9 +80,8 @@ def run_train(args):
             skip_invalid=args.skip_invalid,
             num_proc=args.num_proc,
         )
-    except ValueError as error:
-        print(f"medvl tokenizer train: error: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # a malformed input line, an invalid option value
+        return report(error)
     out = Path(args.out)
     tokenizer.save_pretrained(out)
     if normalizer is not None:

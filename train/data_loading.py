@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from modeling_medvl.losses_medvl import IGNORE_INDEX, mask_tokens
 from processing.chexpert import CHEXPERT_LABELS
 from train.laterality_probe import FINDING_WORDS, stated_side
+from train.user_errors import UserError
 
 SOURCE_KINDS = ("mimic-cxr", "chexpert", "openi", "pairs", "saved", "wds", "synthcxr")
 
@@ -37,22 +38,23 @@ def parse_data_spec(spec: str) -> DataSpec:
     """`kind:location`, or `synthcxr:n=2000,size=64,seed=0`."""
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in SOURCE_KINDS:
-        raise ValueError(f"--data {spec!r}: expected KIND:LOCATION with KIND one of {SOURCE_KINDS}")
+        raise UserError(f"--data {spec!r}: expected KIND:LOCATION with KIND one of {SOURCE_KINDS} "
+                        "(e.g. mimic-cxr:/data/mimic-cxr-jpg or synthcxr:n=2000,size=64,seed=0)")
     if kind != "synthcxr":
         if not rest:
-            raise ValueError(f"--data {spec!r}: missing the location after '{kind}:'")
+            raise UserError(f"--data {spec!r}: missing the location after '{kind}:' (e.g. {kind}:/data/folder)")
         return DataSpec(kind, rest)
     options = {"n": 2000, "size": 64, "seed": 0}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in options:
-            raise ValueError(f"--data {spec!r}: synthcxr options are n=, size=, seed= (got {item!r})")
+            raise UserError(f"--data {spec!r}: synthcxr options are n=, size=, seed= (got {item!r})")
         try:
             options[key] = int(value)
         except ValueError:
-            raise ValueError(f"--data {spec!r}: {key} must be an integer, got {value!r}") from None
+            raise UserError(f"--data {spec!r}: {key} must be an integer, got {value!r}") from None
     if options["n"] < 1 or options["size"] < 8:
-        raise ValueError(f"--data {spec!r}: need n >= 1 and size >= 8")
+        raise UserError(f"--data {spec!r}: need n >= 1 and size >= 8")
     return DataSpec(kind, options=options)
 
 

@@ -12,6 +12,7 @@ import datasets
 import processing
 from processing.chexpert import CHEXPERT_LABELS
 from train.data_loading import DataSpec, parse_data_spec, synthcxr_cache_folder
+from train.user_errors import MissingPathError, UserError
 
 KEPT_COLUMNS = ("image", "report", "labels")
 SYNTHCXR_FEATURES = datasets.Features(
@@ -57,7 +58,7 @@ def _load_saved(location: str):
     loaded = datasets.load_from_disk(location)
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
-            raise ValueError(f"--data saved:{location}: a DatasetDict without a 'train' split ({list(loaded)})")
+            raise UserError(f"--data saved:{location}: a DatasetDict without a 'train' split ({list(loaded)})")
         loaded = loaded["train"]
     return loaded
 
@@ -71,13 +72,16 @@ def _standard_columns(dataset, spec_text: str):
         names = [("report" if name == "text" else name) for name in names]
     missing = [name for name in ("image", "report") if name not in names]
     if missing:
-        raise ValueError(f"--data {spec_text}: rows lack the column(s) {missing} (columns: {names})")
+        raise UserError(f"--data {spec_text}: rows lack the column(s) {missing} (columns: {names}; pretraining needs "
+                        "image-report pairs)")
     return dataset.select_columns([name for name in KEPT_COLUMNS if name in names])
 
 
 def load_source(spec_text: str, cache_root, accelerator, seed=0, shuffle_buffer=1000, num_workers=0):
     """One `--data` source as a Dataset (or, for `wds:`, an IterableDataset) of image/report[/labels]."""
     spec: DataSpec = parse_data_spec(spec_text)
+    if spec.kind not in ("synthcxr", "wds") and not Path(spec.location).exists():
+        raise MissingPathError(f"--data {spec_text}: {spec.location} does not exist (check the path)")
     if spec.kind == "synthcxr":
         dataset = synthcxr_dataset(spec.options, cache_root, accelerator, num_workers)
     elif spec.kind == "mimic-cxr":
@@ -102,7 +106,7 @@ def load_training_data(specs, cache_root, accelerator, seed=0, shuffle_buffer=10
     sources = [load_source(spec, cache_root, accelerator, seed, shuffle_buffer, num_workers) for spec in specs]
     streamed = [isinstance(source, datasets.IterableDataset) for source in sources]
     if any(streamed) and not all(streamed):
-        raise ValueError(f"--data {specs}: wds: streams cannot be mixed with map-style sources")
+        raise UserError(f"--data {specs}: wds: streams cannot be mixed with map-style sources (use one kind)")
     if len(sources) == 1:
         return sources[0]
     shared = [name for name in KEPT_COLUMNS if all(name in (s.column_names or []) for s in sources)]

@@ -54,6 +54,7 @@ from train.finetune_model import load_processor
 from train.logging_utils import get_logger
 from train.lora_presets import load_finetuned_model
 from train.run_config import parse_config_and_args
+from train.user_errors import MissingPathError, UserError, as_user_errors, run_main
 from train.zero_shot_eval import embed_prompt_ensembles, load_prompts
 
 logger = get_logger("medvl.evaluate")
@@ -96,17 +97,20 @@ class EvaluateArguments:
 def parse_evaluate_args(argv=None) -> EvaluateArguments:
     (args,) = parse_config_and_args((EvaluateArguments,), argv)
     if not args.model:
-        raise ValueError("--model: give a saved MedVL folder (e.g. runs/ft1/checkpoint-best)")
+        raise UserError("--model: give a saved MedVL folder (e.g. runs/ft1/checkpoint-best)")
     if not args.data:
-        raise ValueError("--data: give a labelled source (e.g. chexpert:/data/CheXpert-v1.0-small)")
-    check_split(args.split)
+        raise UserError("--data: give a labelled source (e.g. chexpert:/data/CheXpert-v1.0-small)")
+    with as_user_errors():
+        check_split(args.split)
     for name in ("bootstrap_samples", "subgroup_bootstrap_samples"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+            raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.batch_size < 1 or args.min_group_size < 1:
-        raise ValueError("--batch_size and --min_group_size must be >= 1")
+        raise UserError("--batch_size and --min_group_size must be >= 1")
     if not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+        raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder (give a .json file path)")
     return args
 
 
@@ -114,7 +118,7 @@ def inspect_model(folder, requested_labels, prompts_file=None):
     """(mode, label names, prompts or None) of a saved model, before anything heavy is loaded."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"--model {folder}: not a saved MedVL model folder (no config.json)")
+        raise MissingPathError(f"--model {folder}: not a saved MedVL model folder (no config.json)")
     config = MedVLConfig.from_pretrained(str(folder))
     architectures = config.architectures or []
     if CLASSIFIER in architectures:
@@ -124,7 +128,7 @@ def inspect_model(folder, requested_labels, prompts_file=None):
         prompts = load_prompts(prompts_file)
         labels = [name for name in CHEXPERT_LABELS if name in prompts["labels"]]
         return "zero_shot", select_labels(requested_labels, labels, "the zero-shot prompt file"), prompts
-    raise ValueError(f"--model {folder}: a {architectures} model; evaluate_model scores a classification head "
+    raise UserError(f"--model {folder}: a {architectures} model; evaluate_model scores a classification head "
                      f"({CLASSIFIER}) or, zero-shot, a pretraining checkpoint ({' / '.join(ZERO_SHOT_MODELS)})")
 
 
@@ -207,9 +211,10 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     started = time.time()
     out = Path(args.out)
     # Argument errors first, before the model is loaded or any data is read or generated.
-    mode, label_names, prompts = inspect_model(args.model, args.labels, args.zero_shot_prompts)
-    check_not_training_data(args.data, args.split, args.model)
-    dataset = load_evaluation_split(args.data, args.split, Path(args.cache_dir or out.parent / "data_cache"))
+    with as_user_errors():  # the label, prompt and data checks of clinical_eval / clinical_eval_data name the value
+        mode, label_names, prompts = inspect_model(args.model, args.labels, args.zero_shot_prompts)
+        check_not_training_data(args.data, args.split, args.model)
+        dataset = load_evaluation_split(args.data, args.split, Path(args.cache_dir or out.parent / "data_cache"))
     model = load_finetuned_model(args.model, args.base_model)
     processor = load_processor(args.model, model.config.vision_config.image_size)
     logits, targets = predict_logits(model, processor, mode, dataset, label_names, args, prompts,
@@ -250,4 +255,4 @@ __all__ = ["EvaluateArguments", "evaluate_predictions", "inspect_model", "main",
            "predict_logits", "run_evaluation"]
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -51,6 +51,7 @@ from train.run_config import (
     resolve_warmup_steps,
     save_run_config,
 )
+from train.user_errors import UserError, run_main
 from train.zero_shot_eval import evaluate_pretraining, load_prompts
 
 logger = get_logger()
@@ -140,14 +141,15 @@ class PretrainingRun:
 
         if self.streaming:
             if not args.max_steps:
-                raise ValueError("--max_steps is required with streamed (wds:) data, whose length is unknown")
+                raise UserError("--max_steps is required with streamed (wds:) data, whose length is unknown")
             self.steps_per_epoch = None
             self.max_steps = args.max_steps
         else:
             self.steps_per_epoch = len(self.train_data) // self.global_batch
             if self.steps_per_epoch == 0:
-                raise ValueError(
-                    f"the training set has {len(self.train_data)} rows, fewer than one global batch of {self.global_batch}"
+                raise UserError(
+                    f"the training set has {len(self.train_data)} rows, fewer than one global batch of "
+                    f"{self.global_batch} (lower --per_device_batch_size or --global_batch_size)"
                 )
             self.max_steps = args.max_steps or max(1, math.floor(self.steps_per_epoch * args.num_epochs))
         self.warmup_steps = resolve_warmup_steps(self.max_steps, args.warmup_steps, args.warmup_ratio)
@@ -207,9 +209,9 @@ class PretrainingRun:
     def _load_training_state(self, folder):
         saved = ckpt.load_trainer_state(folder)
         if saved["global_batch_size"] != self.global_batch:
-            raise ValueError(
+            raise UserError(
                 f"--resume_from {folder}: the checkpoint was trained with global batch {saved['global_batch_size']}, "
-                f"this run has {self.global_batch}; exact resume needs the same global batch"
+                f"this run has {self.global_batch} (exact resume needs the same global batch: set --global_batch_size)"
             )
         self.optimizer.load_state_dict(torch.load(folder / ckpt.OPTIMIZER_STATE, weights_only=False))
         self.scheduler.load_state_dict(torch.load(folder / ckpt.SCHEDULER_STATE, weights_only=False))
@@ -401,4 +403,4 @@ def main(argv=None, after_step=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

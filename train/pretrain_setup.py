@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import yaml
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoTokenizer
 
 from modeling_medvl import MedVLConfig, MedVLForPreTraining
 from processing.image_processing_medvl import MedVLImageProcessor
 from processing.processing_medvl import MedVLProcessor
 from processing.tokenizer_training import train_clinical_tokenizer
+from train.user_errors import MissingPathError, UserError
 
 TOKENIZER_FOLDER = "tokenizer"
 PROCESSOR_FOLDER = "processor"
@@ -20,12 +22,15 @@ def parse_model_overrides(items) -> dict:
     for item in items or ():
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"--model_overrides {item!r}: expected key=value")
+            raise UserError(f"--model_overrides {item!r}: expected key=value (e.g. itm_weight=0)")
         target = overrides
         *parents, leaf = key.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
-        target[leaf] = yaml.safe_load(value)
+        try:
+            target[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--model_overrides {item!r}: the value is not a YAML scalar (quote it)") from None
     return overrides
 
 
@@ -33,6 +38,9 @@ def _match_field_types(overrides: dict, config) -> dict:
     """YAML reads `0` as an int; the strict config wants a float where its field is one."""
     matched = {}
     for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise UserError(f"--model_overrides: the model config has no field {key!r} (see the preset's "
+                            "config.json for the field names)")
         current = getattr(config, key, None)
         if isinstance(value, dict) and current is not None and not isinstance(current, dict):
             value = _match_field_types(value, current)
@@ -47,20 +55,32 @@ def config_overrides(items, config) -> dict:
     return _match_field_types(parse_model_overrides(items), config)
 
 
+def _from_preset(name, **overrides) -> MedVLConfig:
+    """`MedVLConfig.from_preset` with an unknown preset or an override the config refuses as a `UserError`."""
+    from modeling_medvl.configuration_medvl import PRESETS
+
+    if name not in PRESETS:
+        raise UserError(f"--model_preset {name!r}: unknown preset (choose one of {sorted(PRESETS)})")
+    try:
+        return MedVLConfig.from_preset(name, **overrides)
+    except StrictDataclassError as error:
+        raise UserError(f"--model_overrides: {' '.join(str(error).split())}") from None
+
+
 def preset_overrides(model_args) -> dict:
     """`--model_overrides` as a nested dict typed like the preset's fields."""
-    return config_overrides(model_args.model_overrides, MedVLConfig.from_preset(model_args.model_preset))
+    return config_overrides(model_args.model_overrides, _from_preset(model_args.model_preset))
 
 
 def preset_config(model_args) -> MedVLConfig:
-    return MedVLConfig.from_preset(model_args.model_preset, **preset_overrides(model_args))
+    return _from_preset(model_args.model_preset, **preset_overrides(model_args))
 
 
 def prepare_tokenizer(data_args, text_config, train_data, output_dir, accelerator):
     """`--tokenizer` if given, else the run's own (trained on its training reports on first start)."""
     if data_args.tokenizer:
         if ("/" in data_args.tokenizer or "\\" in data_args.tokenizer) and not Path(data_args.tokenizer).is_dir():
-            raise FileNotFoundError(f"--tokenizer {data_args.tokenizer}: no such folder")
+            raise MissingPathError(f"--tokenizer {data_args.tokenizer}: no such folder (check the path)")
         return AutoTokenizer.from_pretrained(data_args.tokenizer)
     folder = Path(output_dir) / TOKENIZER_FOLDER
     with accelerator.main_process_first():
@@ -95,9 +115,9 @@ def build_model(model_args, tokenizer) -> MedVLForPreTraining:
         model = MedVLForPreTraining.from_pretrained(model_args.model_name_or_path)
         vocab = model.config.text_config.vocab_size
         if vocab < len(tokenizer):
-            raise ValueError(
+            raise UserError(
                 f"--model_name_or_path {model_args.model_name_or_path}: text vocabulary {vocab} is smaller than "
-                f"the tokenizer's {len(tokenizer)}"
+                f"the tokenizer's {len(tokenizer)} (give the tokenizer the model was trained with)"
             )
     else:
         overrides = preset_overrides(model_args)

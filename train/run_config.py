@@ -15,6 +15,8 @@ from typing import Optional
 import yaml
 from transformers import HfArgumentParser
 
+from train.user_errors import MissingPathError, UserError, raise_parse_errors_as_user_errors
+
 
 @dataclass
 class ModelArguments:
@@ -127,7 +129,7 @@ def yaml_to_cli_tokens(values: dict, source: str, argument_classes=ARGUMENT_CLAS
     known = _argument_fields(argument_classes)
     unknown = sorted(set(values) - set(known) - {RESOLVED_KEY})
     if unknown:
-        raise ValueError(f"{source}: unknown configuration key(s) {unknown}; known keys: {sorted(known)}")
+        raise UserError(f"{source}: unknown configuration key(s) {unknown} (known keys: {sorted(known)})")
     tokens = []
     for key, value in values.items():
         if key == RESOLVED_KEY or value is None:
@@ -136,7 +138,7 @@ def yaml_to_cli_tokens(values: dict, source: str, argument_classes=ARGUMENT_CLAS
             if value:
                 tokens += [f"--{key}", *[str(item) for item in value]]
         elif isinstance(value, dict):
-            raise ValueError(f"{source}: key {key!r} must be a scalar or a list, got a mapping")
+            raise UserError(f"{source}: key {key!r} must be a scalar or a list, got a mapping")
         else:
             tokens += [f"--{key}", str(value)]
     return tokens
@@ -152,10 +154,13 @@ def config_tokens(argument_classes, argv=None) -> list:
     if known.config:
         path = Path(known.config)
         if not path.is_file():
-            raise FileNotFoundError(f"--config {path}: no such file")
-        values = yaml.safe_load(path.read_text()) or {}
+            raise MissingPathError(f"--config {path}: no such file (check the path)")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise UserError(f"--config {path}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of argument names to values")
+            raise UserError(f"{path}: expected a mapping of argument names to values")
         tokens = yaml_to_cli_tokens(values, str(path), argument_classes)
     return tokens + list(rest)
 
@@ -163,8 +168,13 @@ def config_tokens(argument_classes, argv=None) -> list:
 def parse_config_and_args(argument_classes, argv=None):
     """Parse `[--config run.yaml] [--flag value ...]` into one instance of each of `argument_classes`
     (dataclasses, as HfArgumentParser takes them); the command line wins over the YAML file."""
-    parser = HfArgumentParser(argument_classes)
-    return parser.parse_args_into_dataclasses(args=config_tokens(argument_classes, argv), look_for_args_file=False)
+    parser = raise_parse_errors_as_user_errors(HfArgumentParser(argument_classes))
+    *parsed, unused = parser.parse_args_into_dataclasses(
+        args=config_tokens(argument_classes, argv), look_for_args_file=False, return_remaining_strings=True
+    )
+    if unused:
+        raise UserError(f"unrecognized arguments: {' '.join(unused)} (see --help)")
+    return tuple(parsed)
 
 
 def parse_pretrain_args(argv=None):
@@ -175,17 +185,34 @@ def parse_pretrain_args(argv=None):
 
 
 def validate_args(model_args, data_args, train_args):
+    if Path(train_args.output_dir).exists() and not Path(train_args.output_dir).is_dir():
+        raise UserError(f"--output_dir {train_args.output_dir} is a file (give a folder path)")
     if not data_args.data:
-        raise ValueError("--data: give at least one training source (e.g. synthcxr:n=2000,size=64,seed=0)")
+        raise UserError("--data: give at least one training source (e.g. synthcxr:n=2000,size=64,seed=0)")
     for name in ("per_device_batch_size", "logging_steps"):
         if getattr(train_args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(train_args, name)}")
+            raise UserError(f"--{name} must be >= 1, got {getattr(train_args, name)}")
     if not 0.0 <= train_args.warmup_ratio <= 1.0:
-        raise ValueError(f"--warmup_ratio must be in [0, 1], got {train_args.warmup_ratio}")
+        raise UserError(f"--warmup_ratio must be in [0, 1], got {train_args.warmup_ratio}")
     if not 0.0 < data_args.mlm_probability < 1.0:
-        raise ValueError(f"--mlm_probability must be in (0, 1), got {data_args.mlm_probability}")
+        raise UserError(f"--mlm_probability must be in (0, 1), got {data_args.mlm_probability}")
     if train_args.max_consecutive_nonfinite < 1:
-        raise ValueError("--max_consecutive_nonfinite must be >= 1")
+        raise UserError("--max_consecutive_nonfinite must be >= 1")
+    for name in ("save_steps", "eval_steps"):
+        if getattr(train_args, name) < 0:
+            raise UserError(f"--{name} must be >= 0 (0: off), got {getattr(train_args, name)}")
+    if train_args.max_steps is not None and train_args.max_steps < 1:
+        raise UserError(f"--max_steps must be >= 1, got {train_args.max_steps}")
+    if train_args.save_total_limit < 1 or train_args.num_epochs <= 0 or train_args.learning_rate <= 0:
+        raise UserError("--save_total_limit must be >= 1, --num_epochs and --learning_rate > 0")
+    # Problems found later would cost a process group, a data set and a model first: check them now.
+    from train.data_loading import parse_data_spec
+    from train.pretrain_setup import preset_config
+
+    for spec in data_args.data + ([data_args.validation_data] if data_args.validation_data else []):
+        parse_data_spec(spec)
+    if not model_args.model_name_or_path:
+        preset_config(model_args)
 
 
 def resolve_accumulation(per_device_batch_size, num_processes, gradient_accumulation_steps, global_batch_size):
@@ -195,16 +222,16 @@ def resolve_accumulation(per_device_batch_size, num_processes, gradient_accumula
         return 1, per_step
     if gradient_accumulation_steps is None:
         if global_batch_size % per_step:
-            raise ValueError(
+            raise UserError(
                 f"--global_batch_size {global_batch_size} is not a multiple of per_device_batch_size "
                 f"{per_device_batch_size} x {num_processes} process(es) = {per_step}"
             )
         return global_batch_size // per_step, global_batch_size
     if gradient_accumulation_steps < 1:
-        raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {gradient_accumulation_steps}")
+        raise UserError(f"--gradient_accumulation_steps must be >= 1, got {gradient_accumulation_steps}")
     implied = per_step * gradient_accumulation_steps
     if global_batch_size is not None and global_batch_size != implied:
-        raise ValueError(
+        raise UserError(
             f"inconsistent batch sizes: --global_batch_size {global_batch_size} != per_device_batch_size "
             f"{per_device_batch_size} x {num_processes} process(es) x gradient_accumulation_steps "
             f"{gradient_accumulation_steps} = {implied}"
@@ -215,7 +242,7 @@ def resolve_accumulation(per_device_batch_size, num_processes, gradient_accumula
 def resolve_warmup_steps(max_steps, warmup_steps, warmup_ratio):
     if warmup_steps is not None:
         if not 0 <= warmup_steps <= max_steps:
-            raise ValueError(f"--warmup_steps {warmup_steps} must be in [0, max_steps={max_steps}]")
+            raise UserError(f"--warmup_steps {warmup_steps} must be in [0, max_steps={max_steps}]")
         return warmup_steps
     return math.ceil(warmup_ratio * max_steps)
 
