@@ -20,6 +20,7 @@ TASK_TYPES = {"classification": "image-classification", "vqa": "visual-question-
               "report_generation": "image-to-text", "zero_shot": "zero-shot-image-classification"}
 METRIC_TYPES = {"auroc": "roc_auc", "accuracy": "accuracy", "vqa_score": "vqa_score", "bleu": "bleu",
                 "rouge": "rouge", "cider": "cider", "f1": "f1"}
+NOT_EVALUATED = "**Not evaluated.** No evaluation results were given for {what} at export"
 # Fields of an evaluation JSON that are floats but not results of the model.
 NOT_METRICS = {"elapsed_s", "seconds"}
 TRAINING_FIELDS = (  # (label, where to look: run_config, its `resolved` section, or train_summary)
@@ -78,8 +79,9 @@ def eval_metrics(results: dict) -> list:
     return metrics
 
 
-def eval_results(results: dict) -> list:
-    """`huggingface_hub.EvalResult`s for the card's `model-index`: one per metric, with data set, split and interval."""
+def eval_results(results: dict, subfolder=None) -> list:
+    """`huggingface_hub.EvalResult`s for the card's `model-index`: one per metric, with data set, split and interval.
+    A task model's results (`subfolder`) carry its folder in the task name: `report_generation (report_generation/)`."""
     task = results.get("task", "classification")
     dataset_type, dataset_name = dataset_of(results.get("validation_data") or results.get("data"))
     entries = []
@@ -88,7 +90,8 @@ def eval_results(results: dict) -> list:
         if metric["interval"] is not None:
             args["confidence_interval_95"] = metric["interval"]
         entries.append(EvalResult(
-            task_type=TASK_TYPES.get(task, task), task_name=task, dataset_type=dataset_type,
+            task_type=TASK_TYPES.get(task, task), task_name=f"{task} ({subfolder}/)" if subfolder else task,
+            dataset_type=dataset_type,
             dataset_name=dataset_name, dataset_split=results.get("split", "validation"),
             metric_type=metric["type"], metric_name=metric["name"], metric_value=metric["value"],
             metric_args={key: value for key, value in args.items() if value is not None},
@@ -100,10 +103,10 @@ def _format_interval(interval) -> str:
     return "no interval" if interval is None else f"{interval[0]:.3f} – {interval[1]:.3f}"
 
 
-def evaluation_section(results) -> str:
+def evaluation_section(results, what="this folder") -> str:
     if not results:
-        return ("**Not evaluated.** No evaluation results were given when this folder was exported, so this card "
-                "reports no metric. Evaluate the model on your own data before relying on it.")
+        return (NOT_EVALUATED.format(what=what) + ", so this card reports no metric for it. Evaluate the model on "
+                "your own data before relying on it.")
     _, dataset_name = dataset_of(results.get("validation_data") or results.get("data"))
     lines = [f"Task: {results.get('task', 'classification')}; data: {dataset_name}, split "
              f"`{results.get('split', 'validation')}`, {results.get('num_studies', 'unknown')} studies; 95% "
@@ -129,6 +132,30 @@ def subgroup_section(results) -> str:
         lines += [f"| {group} | {m['name']} | {m['value']:.4f} | {_format_interval(m['interval'])} |"
                   for m in eval_metrics(group_results)]
     return "\n".join(lines)
+
+
+def task_models_section(task_models) -> str:
+    """Each task model kept in a subfolder: where, which Auto class and weights, and its own evaluation."""
+    if not task_models:
+        return ""
+    lines = ["## Task models in this folder", "",
+             "Besides the root model, this repository holds task models in subfolders; each loads with "
+             "`subfolder=` (see *How to use*; the code is the root's `*_medvl.py`):", "",
+             "| Task | Subfolder | Auto class | Model | Weights |", "|---|---|---|---|---|"]
+    lines += [f"| {m['task']} | `{m['subfolder']}/` | `{m['auto_class']}` | `{m['architecture']}` | "
+              f"{', '.join(m['weights'])} |" for m in task_models]
+    for m in task_models:
+        lines += ["", f"### Evaluation of `{m['subfolder']}/` ({m['task']})", "",
+                  evaluation_section(m.get("eval"), f"the {m['task']} model")]
+    return "\n".join(lines)
+
+
+def model_index(results, task_models) -> list:
+    """The model-index entries: the root model's evaluation, then each task model's."""
+    entries = eval_results(results) if results else []
+    for m in task_models or ():
+        entries += eval_results(m["eval"], m["subfolder"]) if m.get("eval") else []
+    return entries
 
 
 def _lookup(sources: dict, path: str):
@@ -168,13 +195,14 @@ def build_card(facts: dict) -> ModelCard:
     """The card from `facts`: model_name, summary, architecture, weights, auto_classes (list), pipeline_tag,
     license, tags, base_model, datasets, eval (dict or None), run_config, train_summary, versions, processor
     (settings dict), usage (dict of usage_snippet's arguments), adapter_note, run and checkpoint (folder names)."""
-    results = facts.get("eval")
-    metrics = sorted({m["type"] for m in eval_metrics(results)}) if results else None
+    results, task_models = facts.get("eval"), facts.get("task_models") or []
+    every = [r for r in [results] + [m.get("eval") for m in task_models] if r]
+    metrics = sorted({m["type"] for r in every for m in eval_metrics(r)}) or None
     card_data = ModelCardData(
         model_name=facts["model_name"], license=facts.get("license", "apache-2.0"), library_name="transformers",
         pipeline_tag=facts["pipeline_tag"], tags=facts.get("tags"), base_model=facts.get("base_model"),
         datasets=facts.get("datasets") or None, metrics=metrics,
-        eval_results=eval_results(results) if results else None,
+        eval_results=model_index(results, task_models) or None,
         **({"medvl": {key: facts[key] for key in ("run", "checkpoint") if facts.get(key)}} if facts.get("run") else {}),
     )
     return ModelCard.from_template(
@@ -185,13 +213,14 @@ def build_card(facts: dict) -> ModelCard:
         training_data=facts.get("training_data") or "Not recorded.",
         training_details=training_section(facts.get("run_config"), facts.get("train_summary"), facts["versions"]),
         evaluation=evaluation_section(results), subgroups=subgroup_section(results),
-        deid=deid_section(facts.get("processor")),
+        deid=deid_section(facts.get("processor")), task_models=task_models_section(task_models),
     )
 
 
-def card_problems(folder, results=None) -> list:
+def card_problems(folder, results=None, task_results=None) -> list:
     """What is wrong with `folder/README.md`: it must parse back, carry license, pipeline tag and tags, and (when
-    `results` is given) its model-index must hold exactly the evaluation's metrics."""
+    `results` is given) its model-index must hold exactly the evaluation's metrics. Task models' entries (task name
+    ending in "/)") are checked against `task_results` ({subfolder: evaluation JSON}) when given."""
     path = Path(folder) / "README.md"
     if not path.is_file():
         return ["README.md (the model card) is missing"]
@@ -203,13 +232,20 @@ def card_problems(folder, results=None) -> list:
     problems += [f"the card has no {field}" for field in ("license", "pipeline_tag", "tags") if not getattr(data, field)]
     if "not a medical device" not in card.text.lower():
         problems.append("the card lacks the 'not a medical device' statement")
-    found = sorted((r.metric_name, round(r.metric_value, 12)) for r in data.eval_results or [])
-    expected = sorted((m["name"], round(m["value"], 12)) for m in eval_metrics(results)) if results else []
-    if results is not None and found != expected:
-        problems.append(f"the card's model-index holds {len(found)} metrics, the evaluation JSON {len(expected)}")
-    if results is None and found and "not evaluated" in card.text.lower():
-        problems.append("the card says 'not evaluated' but has a model-index")
+    entries = data.eval_results or []
+    for subfolder, expected_results in [(None, results)] + sorted((task_results or {}).items()):
+        tag = f" ({subfolder}/)" if subfolder else "/)"
+        found = sorted((r.metric_name, round(r.metric_value, 12)) for r in entries
+                       if r.task_name.endswith(tag) == bool(subfolder))
+        expected = sorted((m["name"], round(m["value"], 12)) for m in eval_metrics(expected_results or {}))
+        if (expected_results is not None or subfolder) and found != expected:
+            problems.append(f"the card's model-index holds {len(found)} metrics for {subfolder or 'the root model'}, "
+                            f"its evaluation JSON {len(expected)}")
+        not_evaluated = NOT_EVALUATED.format(what="this folder") in card.text
+        if expected_results is None and not subfolder and found and not_evaluated:
+            problems.append("the card says 'not evaluated' but has a model-index")
     return problems
 
 
-__all__ = ["build_card", "card_problems", "dataset_of", "eval_metrics", "eval_results", "training_section"]
+__all__ = ["build_card", "card_problems", "dataset_of", "eval_metrics", "eval_results", "model_index",
+           "task_models_section", "training_section"]

@@ -2,7 +2,13 @@
 
     config.json (auto_map: only the Auto classes whose weights are all in the folder), model*.safetensors (sharded
     above `max_shard_size`), the remote-code files (*_medvl.py), processor_config.json + tokenizer files,
-    adapter/ (a LoRA adapter kept apart, when asked), README.md (the model card) and space/ (the Spaces demo).
+    adapter/ (a LoRA adapter kept apart, when asked), README.md (the model card) and space/ (the Spaces demo);
+    one subfolder per task model (`report_generation/`, `classification/`, `vqa/`), each a complete MedVL folder
+    (config.json, safetensors, remote code, its own processor), listed in the root config's `medvl_task_models`.
+
+A task model loads with `AutoModelForXxx.from_pretrained(folder, subfolder=task, trust_remote_code=True)`. transformers
+(5.24) reads config.json and the weights from the subfolder but the remote code from the repository ROOT
+(`get_cached_module_file` ignores `subfolder`): every subfolder's code is therefore checked equal to the root's.
 
 The folder is written beside `out` and renamed into place once complete. Loading the model from the run (full or
 LoRA) is the caller's job (`train/cli_export.py`): this module imports `modeling_medvl` and `processing` only.
@@ -27,6 +33,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ADAPTER_FOLDER = "adapter"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TAGS = ["medical", "radiology", "chest-x-ray", "vision-language", "medvl", "custom_code"]
+TASK_CLASSES = {"report_generation": "AutoModelForImageTextToText", "classification": "AutoModelForImageClassification",
+                "vqa": "AutoModelForVisualQuestionAnswering"}
+TASK_MODELS_KEY = "medvl_task_models"  # root config.json: {task: subfolder}
 VERSIONED = ("torch", "transformers", "timm", "peft", "huggingface_hub")
 
 
@@ -50,13 +59,43 @@ def held_auto_classes(folder) -> list:
     return held
 
 
-def restrict_auto_map(folder, held) -> dict:
+def restrict_auto_map(folder, held, **extra) -> dict:
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text())
     config["auto_map"] = {key: value for key, value in config["auto_map"].items()
                           if key == "AutoConfig" or key in held}
+    config.update(extra)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return config
+
+
+def save_model(model, processor, folder, max_shard_size) -> list:
+    """`model` and `processor` saved into `folder`; returns the Auto classes it holds (see held_auto_classes)."""
+    model.save_pretrained(str(folder), max_shard_size=max_shard_size)
+    if processor is not None:
+        processor.save_pretrained(str(folder))
+    return held_auto_classes(folder)
+
+
+def write_task_models(root, task_models: dict, max_shard_size) -> dict:
+    """Each `{task: (model, processor)}` into `root/<task>/`; returns {task: subfolder}. The task's Auto class must
+    find all its weights there, and the subfolder's remote code must equal the root's (which transformers loads)."""
+    written = {}
+    for task, (model, processor) in sorted(task_models.items()):
+        if task not in TASK_CLASSES:
+            raise ValueError(f"unknown task model {task!r}: expected one of {sorted(TASK_CLASSES)}")
+        folder = Path(root) / task
+        held = save_model(model, processor, folder, max_shard_size)
+        if TASK_CLASSES[task] not in held:
+            raise ValueError(f"the {task} model ({type(model).__name__}) does not hold the weights of "
+                             f"{TASK_CLASSES[task]}; it holds {held or 'no Auto class'}")
+        restrict_auto_map(folder, [TASK_CLASSES[task]])  # a subfolder serves its one task
+        different = [p.name for p in folder.glob("*_medvl.py")
+                     if not (Path(root) / p.name).is_file() or (Path(root) / p.name).read_bytes() != p.read_bytes()]
+        if different:
+            raise ValueError(f"{task}/ remote code differs from the root's (which transformers loads): {different}")
+        written[task] = task
+    return written
 
 
 def pickled_files(folder) -> list:
@@ -131,8 +170,9 @@ def space_files(folder):
 
 def export_folder(model, processor, out, *, eval_results=None, run_dir=None, adapter_dir=None, repo_id=None,
                   max_shard_size="2GB", license="apache-2.0", base_model=None, overwrite=False,
-                  checkpoint_name=None) -> dict:
-    """Write the Hub folder `out` for `model` (a MedVL PreTrainedModel) and `processor`; returns a summary."""
+                  checkpoint_name=None, task_models=None, task_evals=None) -> dict:
+    """Write the Hub folder `out` for `model` (a MedVL PreTrainedModel) and `processor`; returns a summary.
+    `task_models`: {task: (model, processor)} written into subfolders; `task_evals`: {task: evaluation JSON}."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
@@ -140,14 +180,16 @@ def export_folder(model, processor, out, *, eval_results=None, run_dir=None, ada
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-    if processor is not None:
-        processor.save_pretrained(str(tmp))
-    held = held_auto_classes(tmp)
+    held = save_model(model, processor, tmp, max_shard_size)
+    tasks = write_task_models(tmp, task_models or {}, max_shard_size)
+    if set(task_evals or {}) - set(tasks):
+        raise ValueError(f"evaluation results for {sorted(set(task_evals) - set(tasks))} without its task model")
+    task_facts = [{"task": task, "subfolder": sub, "auto_class": TASK_CLASSES[task],
+                   "eval": (task_evals or {}).get(task), **task_model_facts(tmp / sub)} for task, sub in tasks.items()]
     has_tokenizer = (tmp / "tokenizer.json").is_file() or (tmp / "tokenizer_config.json").is_file()
     if not has_tokenizer:  # the zero-shot pipeline needs prompts tokenized
         held = [name for name in held if name != "AutoModelForZeroShotImageClassification"]
-    config = restrict_auto_map(tmp, held)
+    config = restrict_auto_map(tmp, held, **({TASK_MODELS_KEY: tasks} if tasks else {}))
     if adapter_dir is not None:
         copy_adapter(adapter_dir, tmp, repo_id)
     pickles = pickled_files(tmp)
@@ -175,7 +217,9 @@ def export_folder(model, processor, out, *, eval_results=None, run_dir=None, ada
         "adapter_note": "the fine-tuned adapter is kept in `adapter/`; the root weights are its base" if adapter_dir
         else None,
         "usage": {"repo_id": repo_id, "zero_shot": zero_shot, "classifier": classifier, "adapter": bool(adapter_dir),
-                  "multi_label": config.get("problem_type") != "single_label_classification"},
+                  "multi_label": config.get("problem_type") != "single_label_classification",
+                  "tasks": [{key: facts[key] for key in ("task", "subfolder", "multi_label")} for facts in task_facts]},
+        "task_models": task_facts,
     })
     card.save(tmp / "README.md")
     space_files(tmp)
@@ -183,11 +227,19 @@ def export_folder(model, processor, out, *, eval_results=None, run_dir=None, ada
         shutil.rmtree(out)
     tmp.rename(out)
     return {"folder": str(out), "auto_classes": held, "pipeline_tag": pipeline_tag, "weights": weights,
-            "evaluated": eval_results is not None, "repo_id": repo_id}
+            "evaluated": eval_results is not None, "repo_id": repo_id, "task_models": tasks}
+
+
+def task_model_facts(folder) -> dict:
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return {"weights": sorted(p.name for p in Path(folder).glob("*.safetensors")),
+            "architecture": (config.get("architectures") or ["?"])[0],
+            "multi_label": config.get("problem_type") != "single_label_classification"}
 
 
 def _as_list(value):
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-__all__ = ["export_folder", "held_auto_classes", "library_versions", "pickled_files", "read_run_files"]
+__all__ = ["TASK_CLASSES", "TASK_MODELS_KEY", "export_folder", "held_auto_classes", "library_versions", "pickled_files",
+           "read_run_files", "write_task_models"]

@@ -5,8 +5,10 @@ Runs from the exported model folder alone (its remote code), offline, on CPU by 
 
     python space/app.py [--model FOLDER_OR_REPO] [--device cuda] [--port 7860]
 
-The model defaults to the folder above this file, or the `MEDVL_MODEL` variable (a Hub repository on a Space).
-Research demo only: not a medical device.
+The model defaults to the folder above this file, or the `MEDVL_MODEL` variable (a Hub repository on a Space). The
+root model gives the zero-shot scores and the heatmap; task models in subfolders (the root config's
+`medvl_task_models`: report_generation/, classification/, vqa/) give the report, the fine-tuned head's probabilities
+and the answer, each with its own processor. Research demo only: not a medical device.
 """
 
 import argparse
@@ -31,6 +33,7 @@ FINDINGS = ["no acute cardiopulmonary process", "cardiomegaly", "left pleural ef
 MIN_SIDE = 16
 HEADS = {"zero_shot": "AutoModel", "classifier": "AutoModelForImageClassification",
          "reporter": "AutoModelForImageTextToText", "answerer": "AutoModelForVisualQuestionAnswering"}
+TASK_ROLES = {"classification": "classifier", "report_generation": "reporter", "vqa": "answerer"}
 
 
 class DemoError(ValueError):
@@ -40,18 +43,26 @@ class DemoError(ValueError):
 class Demo:
     def __init__(self, location: str, device: str = "cpu"):
         self.location, self.device = location, device
-        config = transformers.AutoConfig.from_pretrained(location, trust_remote_code=True)
-        self.processor = transformers.AutoProcessor.from_pretrained(location, trust_remote_code=True)
+        self.models, self.processors = {}, {}
+        config = self.add_models(HEADS)
         self.read_image = get_class_from_dynamic_module("image_io_medvl.read_medical_image", location)
-        self.tokenizer = getattr(self.processor, "tokenizer", None)
-        self.image_processor = getattr(self.processor, "image_processor", self.processor)
-        self.models = {}
-        for role, auto_class in HEADS.items():
-            if auto_class in config.auto_map and (self.tokenizer is not None or role == "classifier"):
+        for task, subfolder in (getattr(config, "medvl_task_models", None) or {}).items():
+            if task in TASK_ROLES:  # a task model in its subfolder takes the role over from the root
+                role = TASK_ROLES[task]
+                self.add_models({role: HEADS[role]}, subfolder)
+
+    def add_models(self, roles: dict, subfolder=None):
+        """Load the models of `roles` ({role: Auto class}) that the (sub)folder's auto_map holds, with its processor."""
+        where = {"subfolder": subfolder} if subfolder else {}
+        config = transformers.AutoConfig.from_pretrained(self.location, trust_remote_code=True, **where)
+        processor = transformers.AutoProcessor.from_pretrained(self.location, trust_remote_code=True, **where)
+        for role, auto_class in roles.items():
+            if auto_class in config.auto_map and (hasattr(processor, "tokenizer") or role == "classifier"):
                 # Eager attention: the heatmap reads the fusion layers' attention weights.
                 model = getattr(transformers, auto_class).from_pretrained(
-                    location, trust_remote_code=True, attn_implementation="eager")
-                self.models[role] = model.to(device).eval()
+                    self.location, trust_remote_code=True, attn_implementation="eager", **where)
+                self.models[role], self.processors[role] = model.to(self.device).eval(), processor
+        return config
 
     def load(self, path) -> Image.Image:
         if not path:
@@ -65,47 +76,51 @@ class Demo:
                             f"(at least {MIN_SIDE}×{MIN_SIDE}).")
         return image
 
-    def pixels(self, image):
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
+    def pixels(self, image, role):
+        processor = self.processors[role]
+        image_processor = getattr(processor, "image_processor", processor)
+        return image_processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
 
-    def text(self, texts):
-        encoded = self.processor(text=texts, return_tensors="pt")
+    def text(self, texts, role):
+        encoded = self.processors[role](text=texts, return_tensors="pt")
         return {key: value.to(self.device) for key, value in encoded.items() if key in ("input_ids", "attention_mask")}
 
     @torch.no_grad()
-    def zero_shot(self, pixel_values, findings):
-        logits = self.models["zero_shot"](pixel_values=pixel_values, **self.text(findings)).logits_per_image[0]
+    def zero_shot(self, image, findings):
+        logits = self.models["zero_shot"](pixel_values=self.pixels(image, "zero_shot"),
+                                          **self.text(findings, "zero_shot")).logits_per_image[0]
         return dict(zip(findings, logits.softmax(dim=-1).tolist()))
 
     @torch.no_grad()
-    def head(self, pixel_values):
+    def head(self, image):
         model = self.models["classifier"]
-        logits = model(pixel_values=pixel_values).logits[0]
+        logits = model(pixel_values=self.pixels(image, "classifier")).logits[0]
         single = model.config.problem_type == "single_label_classification"
         scores = logits.softmax(dim=-1) if single else logits.sigmoid()
         return {model.config.id2label[i]: score for i, score in enumerate(scores.tolist())}
 
     @torch.no_grad()
-    def report(self, pixel_values, ranked):
+    def report(self, image, ranked):
         if "reporter" not in self.models:
             top = ", ".join(f"{name} ({score:.0%})" for name, score in ranked[:3])
             return f"This model has no report generator. Leading zero-shot findings: {top}." if ranked else \
                 "This model has no report generator."
-        generated = self.models["reporter"].generate(pixel_values=pixel_values, max_new_tokens=64)
-        return self.tokenizer.decode(generated[0], skip_special_tokens=True).strip() or "(empty report)"
+        generated = self.models["reporter"].generate(pixel_values=self.pixels(image, "reporter"), max_new_tokens=64)
+        text = self.processors["reporter"].tokenizer.decode(generated[0], skip_special_tokens=True).strip()
+        return text or "(empty report)"
 
     @torch.no_grad()
-    def answer(self, pixel_values, question):
+    def answer(self, image, question):
         if not question.strip():
             return ""
         if "answerer" not in self.models:
             return "This model has no question-answering head."
         model = self.models["answerer"]
-        logits = model(pixel_values=pixel_values, **self.text([question])).logits[0]
+        logits = model(pixel_values=self.pixels(image, "answerer"), **self.text([question], "answerer")).logits[0]
         return str(model.config.id2label[int(logits.argmax())])
 
     @torch.no_grad()
-    def heatmap(self, image, pixel_values, phrase):
+    def heatmap(self, image, phrase):
         """The image tinted where the fusion layers' cross-attention from `phrase`'s tokens lands."""
         model = self.models.get("zero_shot")
         layers = [m for name, m in model.named_modules() if name.endswith("cross_attn")] if model else []
@@ -114,7 +129,7 @@ class Demo:
         captured = []
         hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out[1])) for layer in layers]
         try:
-            model(pixel_values=pixel_values, compute_fusion=True, **self.text([phrase]))
+            model(pixel_values=self.pixels(image, "zero_shot"), compute_fusion=True, **self.text([phrase], "zero_shot"))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -134,15 +149,14 @@ class Demo:
         empty = ("", None, None, "", "", None)
         try:
             image = self.load(path)
-            pixel_values = self.pixels(image)
             findings = [f.strip() for f in (findings_text or "").split(",") if f.strip()] or FINDINGS
-            scores = self.zero_shot(pixel_values, findings) if "zero_shot" in self.models else None
+            scores = self.zero_shot(image, findings) if "zero_shot" in self.models else None
             ranked = sorted(scores.items(), key=lambda item: -item[1]) if scores else []
-            head = self.head(pixel_values) if "classifier" in self.models else None
-            report = self.report(pixel_values, ranked)
-            answer = self.answer(pixel_values, question or "")
+            head = self.head(image) if "classifier" in self.models else None
+            report = self.report(image, ranked)
+            answer = self.answer(image, question or "")
             target = (phrase or "").strip() or (ranked[0][0] if ranked else "")
-            heat, note = self.heatmap(image, pixel_values, target) if target else (None, "no heatmap")
+            heat, note = self.heatmap(image, target) if target else (None, "no heatmap")
         except DemoError as error:
             return (f"⚠️ {error}",) + empty[1:]
         except Exception as error:  # never a stack trace in the page

@@ -1,24 +1,35 @@
 """Tiny training runs written in the layouts pretrain.py and finetune.py leave, for the export, card and Space
-tests: a pretraining run (MedVLForPreTraining + processor + run files) and a LoRA classification run (adapter +
-config.json + processor + eval_results.json)."""
+tests: a pretraining run (MedVLForPreTraining + processor + run files), a LoRA classification run (adapter +
+config.json + processor + eval_results.json) and a report-generation run (MedVLForConditionalGeneration + processor
++ eval_results.json, as `train/finetune.py --task report_generation` leaves it)."""
 
 import json
+from functools import lru_cache
 
 import torch
 import yaml
 
-from modeling_medvl import MedVLConfig, MedVLForImageClassification, MedVLForPreTraining
+from modeling_medvl import (MedVLConfig, MedVLForConditionalGeneration, MedVLForImageClassification,
+                            MedVLForPreTraining, MedVLForQuestionAnswering)
 from processing.synthcxr import generate_synthcxr
 from processing.tokenizer_training import train_clinical_tokenizer
 from train.lora_presets import LoraSpec, apply_lora
 from train.pretrain_setup import build_processor, token_ids
 
 LABELS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax"]
+ANSWERS = ["yes", "no", "left", "right"]
+
+
+@lru_cache(maxsize=1)
+def _tiny_processor():
+    tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(64, size=16, seed=0)], vocab_size=400)
+    return build_processor(tokenizer, 64)
 
 
 def tiny_processor_and_config():
-    tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(64, size=16, seed=0)], vocab_size=400)
-    return build_processor(tokenizer, 64), MedVLConfig.from_preset("tiny", text_config=token_ids(tokenizer))
+    """(processor, fresh tiny config sized to its tokenizer); the processor (only ever saved) is trained once."""
+    processor = _tiny_processor()
+    return processor, MedVLConfig.from_preset("tiny", text_config=token_ids(processor.tokenizer))
 
 
 def _perturb(parameters, scale=0.05):
@@ -61,6 +72,46 @@ def write_lora_classification_run(root):
     eval_path = root / "ft" / "eval_results.json"
     eval_path.write_text(json.dumps(classification_eval()))
     return checkpoint, eval_path, model.eval()
+
+
+def write_report_generation_run(root):
+    """runs/rg/checkpoint-best with MedVLForConditionalGeneration (random, but never ending at once: special tokens
+    are pushed down, so greedy decoding writes text) and its processor, and runs/rg/eval_results.json."""
+    processor, config = tiny_processor_and_config()
+    model = MedVLForConditionalGeneration(config).eval()
+    _perturb(model.parameters(), 0.01)
+    with torch.no_grad():
+        model.lm_head.decoder.bias[processor.tokenizer.all_special_ids] = -1e4
+    model.config.architectures = [type(model).__name__]
+    checkpoint = root / "rg" / "checkpoint-best"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    eval_path = root / "rg" / "eval_results.json"
+    eval_path.write_text(json.dumps(report_generation_eval()))
+    return checkpoint, eval_path, model
+
+
+def write_vqa_run(root):
+    """runs/vqa/checkpoint-best with MedVLForQuestionAnswering (answers in id2label) and its processor."""
+    processor, config = tiny_processor_and_config()
+    config.num_labels, config.id2label = len(ANSWERS), dict(enumerate(ANSWERS))
+    config.label2id = {answer: i for i, answer in enumerate(ANSWERS)}
+    model = MedVLForQuestionAnswering(config).eval()
+    _perturb(model.parameters(), 0.01)
+    model.config.architectures = [type(model).__name__]
+    checkpoint = root / "vqa" / "checkpoint-best"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    return checkpoint, model
+
+
+def report_generation_eval():
+    """An eval_results.json in the shape `train/finetune.py --task report_generation` writes."""
+    scores = {"cider": 0.412, "rouge_l": 0.305, "bleu_1": 0.351, "bleu_2": 0.24, "bleu_3": 0.17, "bleu_4": 0.121}
+    return {"task": "report_generation", "split": "validation", "data": "synthcxr:n=600,size=64,seed=0",
+            "validation_data": "synthcxr:n=100,size=64,seed=1", "num_studies": 100, "max_new_tokens": 64,
+            "decoding": "greedy", **scores, "baselines": {"majority": {**{k: v / 2 for k, v in scores.items()},
+                                                                       "report": "no acute cardiopulmonary process"}}}
 
 
 def classification_eval():
