@@ -1,16 +1,20 @@
 """`medvl export` and `medvl push --dry-run` on tiny runs: the folder reloads in a fresh offline process from its own
 code (project packages blocked) with outputs equal to the checkpoint's, weights are sharded safetensors only, the
-auto_map names only what the weights hold, LoRA adapters are merged or kept apart, and push refuses bad folders."""
+auto_map names only what the weights hold, LoRA adapters are merged or kept apart, and push refuses bad folders.
+Task models (`--task-checkpoint`: a report generator, a LoRA classifier merged, a VQA model) go into subfolders and
+reload from there (`subfolder=`) with outputs equal to their checkpoints'."""
 
 import json
 import shutil
 
 import pytest
 import torch
-from export_testing import write_lora_classification_run, write_pretraining_run
+from export_testing import (report_generation_eval, write_lora_classification_run, write_pretraining_run,
+                            write_report_generation_run, write_vqa_run)
 from peft import PeftModel
 from transformers import AutoModelForImageClassification
 
+from hub_cards.card import card_problems
 from hub_cards.push import folder_files
 from hub_cards.reload_check import reload_check
 from modeling_medvl import MedVLModel
@@ -24,17 +28,27 @@ INPUTS = {
 
 
 @pytest.fixture(scope="module")
-def pretraining_export(tmp_path_factory):
+def lora_run(tmp_path_factory):
+    return write_lora_classification_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def pretraining_export(tmp_path_factory, lora_run):
+    """A pretraining checkpoint at the root, with report_generation/, classification/ (the LoRA run, merged) and
+    vqa/ task models; returns (checkpoint, folder, {task: the task model as trained})."""
     root = tmp_path_factory.mktemp("runs")
     checkpoint = write_pretraining_run(root)
+    (report, report_eval, reporter), (vqa, answerer) = write_report_generation_run(root), write_vqa_run(root)
     out = root / "hub" / "medvl-tiny"
     assert medvl(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--repo", "org/medvl-tiny",
-                  "--max-shard-size", "1MB", "--no-check"]) == 0
-    return checkpoint, out
+                  "--max-shard-size", "1MB", "--no-check", "--task-checkpoint", f"report_generation={report}",
+                  "--task-eval", f"report_generation={report_eval}", "--task-checkpoint", f"vqa={vqa}",
+                  "--task-checkpoint", f"classification={lora_run[0]}"]) == 0
+    return checkpoint, out, {"report_generation": reporter, "classification": lora_run[2], "vqa": answerer}
 
 
 def test_pretraining_export_reloads_in_a_fresh_process_with_equal_outputs(pretraining_export):
-    checkpoint, out = pretraining_export
+    checkpoint, out, task_models = pretraining_export
     results = reload_check(out, inputs=INPUTS)
     assert results["project_imported"] == []
     assert set(results["models"]) == {"AutoModel", "AutoModelForPreTraining", "AutoModelForZeroShotImageClassification"}
@@ -48,9 +62,28 @@ def test_pretraining_export_reloads_in_a_fresh_process_with_equal_outputs(pretra
     scores = [item["score"] for item in results["pipeline"]]
     assert len(scores) == 2 and sum(scores) == pytest.approx(1.0, abs=1e-5)
 
+    # Each task model, loaded with subfolder= from the folder's own code, equals its checkpoint.
+    tasks = results["task_models"]
+    assert {task: set(found["models"]) for task, found in tasks.items()} == {
+        "report_generation": {"AutoModelForImageTextToText"}, "classification": {"AutoModelForImageClassification"},
+        "vqa": {"AutoModelForVisualQuestionAnswering"}}
+    assert all(name.startswith("transformers_modules.") for task in tasks.values() for name in task["models"].values())
+    with torch.no_grad():
+        generated = task_models["report_generation"].generate(pixel_values=INPUTS["pixel_values"], max_new_tokens=8,
+                                                              do_sample=False)
+        logits = {"classification": task_models["classification"](pixel_values=INPUTS["pixel_values"]).logits,
+                  "vqa": task_models["vqa"](**INPUTS).logits}
+    torch.testing.assert_close(tasks["report_generation"]["outputs"]["AutoModelForImageTextToText"]["sequences"],
+                               generated, rtol=0, atol=0)
+    assert generated.shape[1] > 2  # it wrote tokens
+    torch.testing.assert_close(tasks["classification"]["outputs"]["AutoModelForImageClassification"]["logits"],
+                               logits["classification"], rtol=0, atol=1e-5)  # LoRA merged
+    torch.testing.assert_close(tasks["vqa"]["outputs"]["AutoModelForVisualQuestionAnswering"]["logits"],
+                               logits["vqa"], rtol=0, atol=1e-6)
+
 
 def test_exported_folder_layout(pretraining_export):
-    _, out = pretraining_export
+    _, out, _ = pretraining_export
     names = {name for name, _ in folder_files(out)}
     config = json.loads((out / "config.json").read_text())
     # No classifier, VQA or report decoder weights in a pretraining checkpoint: those Auto classes are not offered.
@@ -62,11 +95,34 @@ def test_exported_folder_layout(pretraining_export):
     assert {"README.md", "processor_config.json", "tokenizer.json", "tokenizer_config.json", "space/app.py",
             "space/requirements.txt", "space/README.md", "modeling_medvl.py", "image_processing_medvl.py",
             "processing_medvl.py", "image_io_medvl.py"} <= names
-    assert not [name for name in names if "/" in name and not name.startswith("space/")]  # remote code is flat
+    tasks = {"report_generation": "AutoModelForImageTextToText", "classification": "AutoModelForImageClassification",
+             "vqa": "AutoModelForVisualQuestionAnswering"}
+    assert config["medvl_task_models"] == {task: task for task in tasks}
+    assert {name.split("/")[0] for name in names if "/" in name} == {"space", *tasks}  # remote code is flat
+    for task, auto_class in tasks.items():  # each subfolder: a complete MedVL folder of its one task
+        sub = json.loads((out / task / "config.json").read_text())
+        assert set(sub["auto_map"]) == {"AutoConfig", auto_class}
+        assert {f"{task}/modeling_medvl.py", f"{task}/processor_config.json"} <= names
+        assert any(name.startswith(f"{task}/") and name.endswith(".safetensors") for name in names)
+        assert (out / task / "generation_medvl.py").read_bytes() == (out / "generation_medvl.py").read_bytes()
+    card = (out / "README.md").read_text()
+    assert "## Task models in this folder" in card and 'subfolder="report_generation"' in card
+    assert "| cider | 0.4120 |" in card and "Evaluation of `vqa/` (vqa)" in card
+    assert card_problems(out, None, {"report_generation": report_generation_eval(), "vqa": None,
+                                     "classification": None}) == []
+    assert card_problems(out, None, {"report_generation": None})  # the report model's metrics are in the index
+
+
+def test_task_checkpoint_arguments_are_checked(tmp_path):
+    for flags, message in ((["--task-checkpoint", "captioning=x"], "expected TASK=PATH"),
+                           (["--task-eval", "vqa=e.json", "--task-checkpoint", "vqa=x"], "e.json: no such file"),
+                           (["--task-eval", f"vqa={tmp_path}"], "no --task-checkpoint for that task")):
+        with pytest.raises(SystemExit, match=message):
+            medvl(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o"), *flags])
 
 
 def test_push_dry_run_lists_every_file_and_refuses_bad_folders(pretraining_export, tmp_path, capsys):
-    _, out = pretraining_export
+    _, out, _ = pretraining_export
     assert medvl(["push", str(out), "--repo", "org/medvl-tiny", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     for name, size in folder_files(out):
@@ -88,16 +144,11 @@ def test_push_dry_run_lists_every_file_and_refuses_bad_folders(pretraining_expor
 
 
 def test_export_refuses_a_non_empty_folder_and_a_missing_checkpoint(pretraining_export, tmp_path):
-    checkpoint, out = pretraining_export
+    checkpoint, out, _ = pretraining_export
     with pytest.raises(FileExistsError, match="not empty"):
         medvl(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--no-check"])
     with pytest.raises(FileNotFoundError, match="no config.json"):
         medvl(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o"), "--no-check"])
-
-
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    return write_lora_classification_run(tmp_path_factory.mktemp("runs"))
 
 
 def test_lora_merged_export_reloads_with_the_adapted_outputs(lora_run, tmp_path):
