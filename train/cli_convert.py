@@ -59,13 +59,12 @@ def convert(args):
 
 
 def run_convert(args):
-    from transformers import AutoImageProcessor, AutoTokenizer
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file (give a folder path)")
     if not Path(args.src).exists():
         raise UserError(f"--src {args.src}: no such file or folder (check the path)")
+    from transformers import AutoImageProcessor, AutoTokenizer
     try:
         model, tokenizer_source, processor_source = convert(args)
     except (ValueError, FileNotFoundError, TypeError, ImportError) as error:

@@ -113,13 +113,14 @@ def load_task_models(args, tasks) -> tuple:
 
 
 def run_export(args):
-    from hub_cards.export import TASK_CLASSES, export_folder
-    from hub_cards.reload_check import reload_problems
-
+    # Path mistakes first: the imports below take seconds.
     if not Path(args.checkpoint).is_dir():
         raise UserError(f"--checkpoint {args.checkpoint}: no such folder (give a saved checkpoint folder)")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file (give a new or empty folder)")
+    from hub_cards.export import TASK_CLASSES, export_folder
+    from hub_cards.reload_check import reload_problems
+
     eval_results = read_json(args.eval, "--eval") if args.eval else None
     task_models, task_evals = load_task_models(args, TASK_CLASSES)
     model, adapter_dir, processor = load_checkpoint(args.checkpoint, args.lora, args.lora_base)
@@ -142,10 +143,10 @@ def run_export(args):
 
 
 def run_push(args):
-    from hub_cards.push import push_folder
-
     if not Path(args.folder).is_dir():
         raise UserError(f"{args.folder}: no such folder (give a folder written by `medvl export`)")
+    from hub_cards.push import push_folder
+
     try:
         report = push_folder(args.folder, args.repo, dry_run=args.dry_run, private=args.private, token=args.token)
     except ValueError as error:  # push_folder's checks of the folder and the repository name

@@ -52,14 +52,13 @@ def read_reports(paths, field="report"):
 
 
 def run_train(args):
+    missing = [path for path in args.input if not Path(path).exists()]
+    if missing:
+        return report(f"input not found: {', '.join(missing)} (check the --input paths)")
     from tqdm.auto import tqdm
 
     from processing.clinical_text_medvl import ClinicalTextNormalizer
     from processing.tokenizer_training import train_clinical_tokenizer
-
-    missing = [path for path in args.input if not Path(path).exists()]
-    if missing:
-        return report(f"input not found: {', '.join(missing)} (check the --input paths)")
     normalizer = None
     if not args.no_normalize:
         normalizer = ClinicalTextNormalizer(
