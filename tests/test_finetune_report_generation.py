@@ -122,8 +122,9 @@ def test_lora_trains_the_decoder_in_full_and_merges_exactly(tmp_path, cache):
     best = output / "checkpoint-best"
     weights = load_file(str(best / "adapter_model.safetensors"))
     assert not (best / "model.safetensors").exists()
-    assert any(".decoder.modules_to_save." in key for key in weights)
-    assert any(".lm_head.modules_to_save." in key for key in weights)
+    assert any(key.startswith("base_model.model.decoder.layers.0.") for key in weights)  # the decoder, in full
+    assert any(key.startswith("base_model.model.decoder.embeddings.") for key in weights)
+    assert any(key.startswith("base_model.model.lm_head.") for key in weights)
     assert any("lora_B" in key and ".vision_model." in key for key in weights)
     config = MedVLConfig.from_pretrained(best)
     assert config.tie_word_embeddings is False and config.architectures == ["MedVLForConditionalGeneration"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from torch import nn
 
 import modeling_medvl
 from modeling_medvl import MedVLConfig
@@ -45,11 +46,23 @@ FUSION_TARGETS = TEXT_TARGETS + (
 HEAD_MODULES = {
     "MedVLForImageClassification": ["classifier"],
     "MedVLForQuestionAnswering": ["answer_head"],
-    # The report decoder and its LM head are the generation head (the decoder starts fresh from a pretraining
-    # checkpoint): trained in full, with the word embeddings untied from the LM head (peft copies each module to
-    # save, so tied weights would part anyway; see `lora_config_for`).
-    "MedVLForConditionalGeneration": ["decoder", "lm_head"],
 }
+
+
+def head_modules(model):
+    """The modules trained in full (peft's `modules_to_save`, matched by name suffix). The report generator's head is
+    its decoder (fresh from a pretraining checkpoint) and LM head, with the word embeddings untied from the LM head
+    (peft copies each module to save, so tied weights would part anyway; see `lora_config_for`). The decoder is named
+    by its parts: a bare "decoder" would also match the LM head's own `lm_head.decoder` projection."""
+    if type(model).__name__ != "MedVLForConditionalGeneration":
+        return HEAD_MODULES.get(type(model).__name__)
+    names = []
+    for name, child in model.decoder.named_children():
+        if isinstance(child, nn.ModuleList):
+            names += [f"decoder.{name}.{index}" for index in range(len(child))]
+        else:
+            names.append(f"decoder.{name}")
+    return names + ["lm_head"]
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -152,7 +165,7 @@ def lora_config_for(model, spec: LoraSpec) -> LoraConfig:
         lora_alpha=spec.lora_alpha,
         lora_dropout=spec.dropout,
         target_modules=pattern,
-        modules_to_save=HEAD_MODULES.get(kind),
+        modules_to_save=head_modules(model),
         bias="none",
     )
 
@@ -206,6 +219,7 @@ __all__ = [
     "TEXT_TARGETS",
     "FUSION_TARGETS",
     "apply_lora",
+    "head_modules",
     "load_finetuned_model",
     "lora_config_for",
     "parse_lora_spec",
