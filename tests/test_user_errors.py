@@ -1,11 +1,12 @@
 """Issue 16, user errors in one line: each bad invocation below exits with status 2 and prints exactly one stderr line,
 `error: ...`, naming the bad value, and no traceback; `--debug` / MEDVL_DEBUG=1 show the traceback; under
-`accelerate launch` with 2 processes the line is printed once (rank 0).
+`medvl launch` (accelerate launch without its traceback on a user error) with 2 processes the line is printed once
+(rank 0) and nothing else.
 
 `medvl` cases run as real subprocesses (in parallel: the CLI imports lazily). The scripts' cases (pretrain.py,
 evaluate_model.py, ablate.py: seconds of imports each) run in ONE subprocess that calls each script's `main` through
-`run_main`, as its `__main__` block does, with file descriptor 2 captured per case; the accelerate case runs
-train/pretrain.py itself.
+`run_main`, as its `__main__` block does, with file descriptor 2 captured per case; the launch case runs
+train/pretrain.py itself on both ranks.
 """
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.accelerate_launching import launch_two_processes
+from tests.accelerate_launching import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MEDVL = [sys.executable, "-m", "train.cli"]
@@ -157,9 +158,11 @@ def test_a_bug_keeps_its_traceback():
         run_main(buggy, [])
 
 
-def test_accelerate_launch_prints_the_line_once(paths):
-    result = launch_two_processes(REPO / "train" / "pretrain.py", "--data", "foo:/tmp", "--output_dir", paths / "acc",
-                                  timeout=300)
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "'foo:/tmp'" in lines[0], result.stderr
+def test_medvl_launch_prints_the_line_once_and_nothing_else(paths):
+    """`medvl launch` is `accelerate launch` (2 gloo ranks on CPU here) without the launcher's traceback on top of the
+    script's user error; rank 1 prints nothing."""
+    command = MEDVL + ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+                       "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                       "train/pretrain.py", "--data", "foo:/tmp", "--output_dir", str(paths / "acc")]
+    result = subprocess.run(command, cwd=REPO, env=ENV, text=True, capture_output=True, timeout=300)
+    check_one_line(result.returncode, result.stderr, "'foo:/tmp'", "medvl launch ... train/pretrain.py")

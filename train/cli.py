@@ -4,7 +4,7 @@
 import importlib
 import sys
 
-from train.user_errors import DEBUG_FLAG, ArgumentParser, run_main
+from train.user_errors import DEBUG_FLAG, EXIT_USER_ERROR, ArgumentParser, run_main
 
 COMMAND_GROUPS = {
     "data": ("train.cli_data", "generate SynthCXR, preview data sets"),
@@ -13,13 +13,48 @@ COMMAND_GROUPS = {
     "export": ("train.cli_export", "write a Hub-ready folder (card, Space) from a checkpoint"),
     "push": ("train.cli_export", "upload an exported folder to the Hub (--dry-run lists it)"),
 }
+LAUNCH_HELP = ("`accelerate launch` (same options) of a training script; a mistake in the script's arguments ends "
+               "it with the script's one error line, without accelerate's traceback")
+
+
+def launch(argv):
+    """`medvl launch [accelerate launch options] train/pretrain.py [script options]`: accelerate's launch command in
+    this process. When the script stopped on a user error (status 2; rank 0 printed the line) this exits with status 2
+    and nothing more, where `accelerate launch` re-raises the child's failure (CalledProcessError, or torch elastic's
+    ChildFailedError with its log lines); any other failure keeps accelerate's report."""
+    import logging
+    import subprocess
+
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    if not argv or argv[0] in ("-h", "--help"):
+        launch_command_parser().print_help()
+        return 0
+    elastic_logger = logging.getLogger("torch.distributed.elastic")
+    level = elastic_logger.level
+    elastic_logger.setLevel(logging.CRITICAL)  # its "failed (exitcode: 2)" lines; a real failure re-raises below
+    try:
+        launch_command(launch_command_parser().parse_args(argv))
+    except subprocess.CalledProcessError as error:
+        if error.returncode != EXIT_USER_ERROR:
+            raise
+    except ChildFailedError as error:
+        if error.get_first_failure()[1].exitcode != EXIT_USER_ERROR:
+            raise
+    else:
+        return 0
+    finally:
+        elastic_logger.setLevel(level)
+    return EXIT_USER_ERROR
 
 
 def build_parser(group=None):
     parser = ArgumentParser(prog="medvl", description="MedVL: medical vision-language models.",
                             epilog=f"A mistake in the arguments prints one line, `error: ...`, and exits with status 2; "
                                    f"{DEBUG_FLAG} (anywhere) or MEDVL_DEBUG=1 shows the traceback.")
-    subparsers = parser.add_subparsers(dest="group", metavar="{" + ",".join(COMMAND_GROUPS) + "}")
+    subparsers = parser.add_subparsers(dest="group", metavar="{" + ",".join([*COMMAND_GROUPS, "launch"]) + "}")
+    subparsers.add_parser("launch", help=LAUNCH_HELP)  # dispatched before parsing: the options are accelerate's
     for name, (module, help_text) in COMMAND_GROUPS.items():
         if name == group:
             importlib.import_module(module).register(subparsers.add_parser(name, help=help_text))
@@ -29,6 +64,8 @@ def build_parser(group=None):
 
 
 def dispatch(argv):
+    if argv and argv[0] == "launch":
+        return launch(argv[1:])
     group = argv[0] if argv and argv[0] in COMMAND_GROUPS else None
     args = build_parser(group).parse_args(argv)
     if args.group is None or not hasattr(args, "func"):

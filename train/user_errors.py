@@ -113,6 +113,8 @@ def run_main(main, argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_enabled(argv)
     argv = [item for item in argv if item != DEBUG_FLAG]
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # and for the processes this one starts (medvl launch)
     try:
         return main(argv)
     except UserError as error:
