@@ -9,7 +9,9 @@ training seeds 0 / 1 / 2 (closed-question accuracy of the best checkpoint by val
 - majority (the most frequent training answer of the question's answer type, "no" for closed): 0.467;
 - the untrained model: 0.000 (its random head answers open-question answers to yes/no questions).
 The margins asked for sit under half the smallest measured gain (0.092 over the majority, 0.558 over the untrained
-model): 0.04 and 0.25. One learning run takes about 55 CPU-seconds on one thread.
+model): 0.04 and 0.25. One learning run takes about 55 CPU-seconds on one thread. What this recipe learns is each
+question's answer prior: on the example config, shuffling the validation images among the questions changed 1 answer
+in 600, so these margins check the VQA training path, not visual grounding.
 """
 
 import json
