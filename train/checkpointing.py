@@ -167,6 +167,20 @@ def resolve_checkpoint(path) -> Path:
     return resolved
 
 
+def resolve_resume(value, output_dir):
+    """`--resume_from`: a checkpoint folder, `latest` (the newest complete `checkpoint-<step>` in the run folder; a
+    half-written one is a hidden .tmp folder and never counts) or `auto` (the same, or None to start fresh)."""
+    if value not in ("latest", "auto"):
+        return resolve_checkpoint(value)
+    found = step_checkpoints(output_dir) if Path(output_dir).is_dir() else []
+    if found:
+        return resolve_checkpoint(found[-1])
+    if value == "auto":
+        return None
+    raise UserError(f"--resume_from latest: no complete checkpoint in {output_dir} (use --resume_from auto to start "
+                    "fresh when there is none)")
+
+
 def load_trainer_state(checkpoint: Path) -> dict:
     return json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
 
@@ -193,6 +207,7 @@ __all__ = [
     "save_checkpoint",
     "save_best",
     "resolve_checkpoint",
+    "resolve_resume",
     "load_trainer_state",
     "load_rng_state",
 ]

@@ -8,10 +8,16 @@
 The run folder gets run_config.yaml (every argument, re-usable with --config), the tokenizer,
 metrics.jsonl (every step), TensorBoard logs, checkpoint-<step>/ (+ checkpoint-last,
 checkpoint-best), loss_curve.png and train_summary.json.
+
+Preemption: on SIGTERM or SIGUSR1 (what SLURM and Kubernetes send before they kill a job) every rank finishes the
+current optimizer step, the run writes a complete checkpoint, logs why it stopped (train_summary.json: stop_reason
+"preempted:SIGTERM") and exits with status 0; `--resume_from auto` (or `latest`) in the requeued job continues
+exactly. Under `accelerate launch` the launcher forwards SIGTERM to the ranks and waits 30 s before it kills them.
 """
 
 import json
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -65,6 +71,9 @@ class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row: the run is diverging."""
 
 
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 class PretrainingRun:
     def __init__(self, model_args, data_args, train_args, after_step=None):
         self.model_args, self.data_args, self.args = model_args, data_args, train_args
@@ -107,7 +116,7 @@ class PretrainingRun:
             data_args.data, cache, acc, args.seed, data_args.shuffle_buffer, num_workers=data_args.num_workers
         )
         self.streaming = isinstance(self.train_data, datasets.IterableDataset)
-        resume = ckpt.resolve_checkpoint(args.resume_from) if args.resume_from else None
+        resume = ckpt.resolve_resume(args.resume_from, self.output_dir) if args.resume_from else None
         self.resume_checkpoint = resume
         text_config = preset_config(self.model_args).text_config
         if resume is not None and not data_args.tokenizer:
@@ -332,8 +341,39 @@ class PretrainingRun:
         patience = self.args.early_stopping_patience
         return patience is not None and state["evals_without_improvement"] >= patience
 
+    # ------------------------------------------------------------------------------- preemption
+    def _catch_preemption(self) -> dict:
+        """Handlers that only note a preemption signal (acted on at the next step boundary); the previous ones."""
+        self.preempted_by = 0
+
+        def note(signum, frame):
+            self.preempted_by = signum
+
+        previous = {}
+        for number in PREEMPTION_SIGNALS:
+            try:
+                previous[number] = signal.signal(number, note)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return previous
+
+    def _preemption_signal(self):
+        """The signal's name once any rank has received one (all ranks agree at the same step), else None."""
+        flag = torch.tensor([self.preempted_by], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="max")
+        return signal.Signals(int(flag.item())).name if flag.item() else None
+
     # ------------------------------------------------------------------------------------- loop
     def train(self) -> dict:
+        previous_handlers = self._catch_preemption()
+        try:
+            return self._train()
+        finally:
+            for number, handler in previous_handlers.items():
+                signal.signal(number, handler)
+
+    def _train(self) -> dict:
         acc, args, state = self.accelerator, self.args, self.state
         values = args_as_dict(self.model_args, self.data_args, args)
         if acc.is_main_process:
@@ -363,6 +403,11 @@ class PretrainingRun:
                 if self.validation_data is not None and args.eval_steps and step % args.eval_steps == 0:
                     if self._evaluate():
                         stop_reason = "early_stopping"
+                received = self._preemption_signal()
+                if received and step < self.max_steps:
+                    stop_reason = f"preempted:{received}"
+                    logger.warning(f"step {step}: {received} received: saving a checkpoint and stopping "
+                                   "(continue with --resume_from latest)")
                 if (args.save_steps and step % args.save_steps == 0) or step == self.max_steps or stop_reason != "max_steps":
                     self._save_step_checkpoint()
                 if self.after_step is not None:

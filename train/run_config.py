@@ -105,7 +105,9 @@ class PretrainArguments:
     early_stopping_patience: Optional[int] = field(
         default=None, metadata={"help": "Stop after this many evaluations without a better zero-shot AUC."}
     )
-    resume_from: Optional[str] = field(default=None, metadata={"help": "Checkpoint folder to resume exactly."})
+    resume_from: Optional[str] = field(default=None, metadata={
+        "help": "Resume exactly from a checkpoint folder, 'latest' (the newest complete checkpoint in --output_dir) or "
+                "'auto' (latest if there is one, else start fresh: for jobs that are requeued after preemption)."})
     max_consecutive_nonfinite: int = field(
         default=5, metadata={"help": "Stop after this many non-finite losses in a row (each one skips its step)."}
     )
