@@ -12,6 +12,7 @@ from convert_fixtures import save_tiny_clip
 from train.ablate import cli, main, parse_grid
 from train.ablate_sources import with_fusion_type
 from train.cli import main as medvl
+from train.user_errors import run_main
 
 TINY_RUN = ["--data", "synthcxr:n=48,size=64,seed=0", "--steps", "2", "--validation_size", "32", "--batch_size", "16",
             "--bootstrap_samples", "10"]
@@ -64,12 +65,12 @@ def test_bad_starts_are_one_line_errors_naming_them(tmp_path, converted_clip, ca
         main(["--grid", "init=general", "--general_model", str(converted_clip / "medvl"),
               "--general_vision_weights", str(converted_clip / "medvl" / "model.safetensors"), *out])
     assert not (tmp_path / "out").exists()  # nothing ran
-    # From the command line (`python train/ablate.py` runs cli()): one line on stderr, exit status 2, no traceback.
+    # From the command line (`python train/ablate.py` runs cli() through run_main): one line on stderr, status 2.
     with pytest.raises(SystemExit) as exited:
-        cli(["--grid", "init=general", "--general_model", str(tmp_path / "missing"), *out])
+        run_main(cli, ["--grid", "init=general", "--general_model", str(tmp_path / "missing"), *out])
     assert exited.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"train/ablate.py: error: --general_model {tmp_path / 'missing'}: no such folder (expected a MedVL model "
+        f"error: --general_model {tmp_path / 'missing'}: no such folder (expected a MedVL model "
         "folder, e.g. written by `medvl convert --from clip|open_clip|towers --src SOURCE --out DIR`)"]
 
 

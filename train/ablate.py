@@ -272,15 +272,12 @@ def main(argv=None) -> dict:
 
 
 def cli(argv=None):
-    """`python train/ablate.py ...`: argument errors (checked before any run) as one line on stderr, exit status 2."""
-    import sys
+    """`python train/ablate.py ...`: argument errors, checked before any run, are user errors (one line, status 2)."""
+    from train.user_errors import as_user_errors
 
     (args,) = parse_config_and_args((AblateArguments,), argv)
-    try:
+    with as_user_errors():
         check_arguments(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"train/ablate.py: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     return run_ablation(args)
 
 

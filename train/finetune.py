@@ -180,4 +180,6 @@ __all__ = [
 ]
 
 if __name__ == "__main__":
-    main()
+    from train.user_errors import run_main
+
+    run_main(main)
