@@ -111,8 +111,8 @@ def test_linear_warmup_then_cosine_to_zero():
     assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 1e-5
 
 
-@pytest.mark.parametrize("name", ["pretrain_tiny_synthcxr", "pretrain_swin384", "pretrain_swin512",
-                                  "pretrain_vitl14_336"])
+@pytest.mark.parametrize("name", ["pretrain_tiny_synthcxr", "pretrain_tiny_synthcxr_600", "pretrain_swin384",
+                                  "pretrain_swin512", "pretrain_vitl14_336"])
 def test_shipped_configs_parse_and_their_presets_exist(name):
     from modeling_medvl import MedVLConfig
 
