@@ -7,7 +7,7 @@ model = AutoModel.from_pretrained(REPO, trust_remote_code=True).eval()
 processor = AutoProcessor.from_pretrained(REPO, trust_remote_code=True)
 findings = {findings!r}
 with torch.no_grad():
-    outputs = model(**processor(text=findings, return_tensors="pt"),
+    outputs = model(**processor(text=findings, padding=True, return_tensors="pt"),
                     **processor(images=IMAGE, return_tensors="pt"))  # paths may be PNG, JPEG or DICOM
 scores = outputs.logits_per_image.softmax(dim=-1)[0]
 print(dict(zip(findings, scores.tolist())))
