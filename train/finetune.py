@@ -16,10 +16,9 @@ adapter's base), eval_results.json (validation AUC with bootstrap 95% intervals,
 baselines), roc_curves/roc_<label>.png and train_summary.json.
 """
 
-import time
 from pathlib import Path
 
-from transformers import Trainer, set_seed
+from transformers import Trainer
 
 from processing.augmentation import JointAugmentation
 from train.finetune_args import parse_finetune_args, training_values
@@ -31,8 +30,9 @@ from train.finetune_data import (
     resolve_label_names,
 )
 from train.finetune_eval import AurocMetrics, auroc, majority_baseline, plot_roc_curves, probabilities, summary
-from train.finetune_model import build_classifier, checked_init_folder
+from train.finetune_model import build_classifier
 from train.finetune_run import (
+    start_run,
     BASE_FOLDER,
     BEST_FOLDER,
     EVAL_RESULTS_FILE,
@@ -46,7 +46,7 @@ from train.finetune_run import (
     write_run_files,
 )
 from train.logging_utils import get_logger
-from train.lora_presets import parse_lora_spec, trainable_parameters
+from train.lora_presets import trainable_parameters
 
 logger = get_logger("medvl.finetune")
 
@@ -58,17 +58,12 @@ def predict_scores(trainer, dataset):
 
 
 def run_classification(model_args, data_args, args, chosen_training_values=None) -> dict:
-    started = time.time()
-    output_dir = Path(args.output_dir)
-    set_seed(args.seed)
-    is_main = args.process_index == 0
     # Argument errors first, before any data is read or generated.
     label_names = resolve_label_names(data_args.labels)
-    lora = parse_lora_spec(model_args.lora)
-    if model_args.init:
-        checked_init_folder(model_args.init)
-    resume = resolve_resume(args.resume_from_checkpoint, output_dir)
-    cache_root = Path(data_args.cache_dir) if data_args.cache_dir else output_dir / "data_cache"
+    run = start_run(model_args, data_args, args)
+    started, output_dir, is_main, lora, resume, cache_root = (
+        run.started, run.output_dir, run.is_main, run.lora, run.resume, run.cache_root
+    )
     splits = load_classification_splits(data_args, label_names, cache_root, args.dataloader_num_workers)
     if is_main:
         logger.info(f"training {splits.train_spec}: {len(splits.train)} studies; validation {splits.validation_spec}: "

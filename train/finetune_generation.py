@@ -13,30 +13,28 @@ metric's scores for the best model and two baselines, the most frequent training
 reference and generated reports side by side.
 """
 
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import Trainer, set_seed
+from transformers import Trainer
 
 from modeling_medvl import MedVLForConditionalGeneration
 from train.finetune_args import training_values
 from train.finetune_examples import write_examples_html
-from train.finetune_model import build_text_task_model, checked_init_folder
+from train.finetune_model import build_text_task_model
 from train.finetune_report_data import ReportCollator, load_report_splits, most_frequent_report, normalized_reports
 from train.finetune_run import (
+    start_run,
     EVAL_RESULTS_FILE,
     log_parameters,
     prepare_model,
-    resolve_resume,
     save_best,
     save_run_config,
     training_callbacks,
     write_run_files,
 )
 from train.logging_utils import get_logger
-from train.lora_presets import parse_lora_spec, trainable_parameters
+from train.lora_presets import trainable_parameters
 from train.metrics import load_metric
 
 logger = get_logger("medvl.finetune")
@@ -99,15 +97,10 @@ class ReportMetrics:
 
 
 def run_report_generation(model_args, data_args, args, chosen_training_values=None) -> dict:
-    started = time.time()
-    output_dir = Path(args.output_dir)
-    set_seed(args.seed)
-    is_main = args.process_index == 0
-    lora = parse_lora_spec(model_args.lora)
-    if model_args.init:
-        checked_init_folder(model_args.init)
-    resume = resolve_resume(args.resume_from_checkpoint, output_dir)
-    cache_root = Path(data_args.cache_dir) if data_args.cache_dir else output_dir / "data_cache"
+    run = start_run(model_args, data_args, args)
+    started, output_dir, is_main, lora, resume, cache_root = (
+        run.started, run.output_dir, run.is_main, run.lora, run.resume, run.cache_root
+    )
     splits = load_report_splits(data_args, cache_root, args.dataloader_num_workers)
     if is_main:
         logger.info(f"training {splits.train_spec}: {len(splits.train)} reports; validation "

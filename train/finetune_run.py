@@ -4,15 +4,16 @@ files (eval_results.json, train_summary.json)."""
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from train.finetune_args import save_finetune_config
-from train.finetune_model import load_task_weights
+from train.finetune_model import checked_init_folder, load_task_weights
 from train.logging_utils import get_logger
-from train.lora_presets import apply_lora, trainable_parameters
+from train.lora_presets import apply_lora, parse_lora_spec, trainable_parameters
 
 logger = get_logger("medvl.finetune")
 
@@ -20,6 +21,32 @@ BEST_FOLDER = "checkpoint-best"
 BASE_FOLDER = "base_model"
 EVAL_RESULTS_FILE = "eval_results.json"
 SUMMARY_FILE = "train_summary.json"
+
+
+@dataclass
+class RunStart:
+    """What every task's run settles before reading data: the clock, folders, rank, LoRA spec and checkpoint."""
+
+    started: float
+    output_dir: Path
+    is_main: bool
+    lora: object
+    resume: str | None
+    cache_root: Path
+
+
+def start_run(model_args, data_args, args) -> RunStart:
+    """Seeds, then checks the arguments that name things (LoRA spec, --init folder, checkpoint to resume) before any
+    data is read or generated."""
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    set_seed(args.seed)
+    lora = parse_lora_spec(model_args.lora)
+    if model_args.init:
+        checked_init_folder(model_args.init)
+    resume = resolve_resume(args.resume_from_checkpoint, output_dir)
+    cache_root = Path(data_args.cache_dir) if data_args.cache_dir else output_dir / "data_cache"
+    return RunStart(started, output_dir, args.process_index == 0, lora, resume, cache_root)
 
 
 class SaveModelConfig(TrainerCallback):

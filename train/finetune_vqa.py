@@ -12,20 +12,18 @@ training vocabulary (counted wrong, never dropped); and two baselines: the most 
 answer type (`majority`) and the model before training (`initial_model`).
 """
 
-import time
-from pathlib import Path
 
 import numpy as np
-from transformers import Trainer, set_seed
+from transformers import Trainer
 
 from modeling_medvl import MedVLForQuestionAnswering
 from train.finetune_args import training_values
-from train.finetune_model import build_text_task_model, checked_init_folder, label_config
+from train.finetune_model import build_text_task_model, label_config
 from train.finetune_run import (
+    start_run,
     EVAL_RESULTS_FILE,
     log_parameters,
     prepare_model,
-    resolve_resume,
     save_best,
     save_run_config,
     training_callbacks,
@@ -33,7 +31,7 @@ from train.finetune_run import (
 )
 from train.finetune_vqa_data import VqaCollator, load_vqa_splits, normalize_answer, out_of_vocabulary
 from train.logging_utils import get_logger
-from train.lora_presets import parse_lora_spec, trainable_parameters
+from train.lora_presets import trainable_parameters
 from train.metrics import load_metric
 
 logger = get_logger("medvl.finetune")
@@ -103,15 +101,10 @@ def score_summary(result: dict) -> dict:
 
 
 def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
-    started = time.time()
-    output_dir = Path(args.output_dir)
-    set_seed(args.seed)
-    is_main = args.process_index == 0
-    lora = parse_lora_spec(model_args.lora)
-    if model_args.init:
-        checked_init_folder(model_args.init)
-    resume = resolve_resume(args.resume_from_checkpoint, output_dir)
-    cache_root = Path(data_args.cache_dir) if data_args.cache_dir else output_dir / "data_cache"
+    run = start_run(model_args, data_args, args)
+    started, output_dir, is_main, lora, resume, cache_root = (
+        run.started, run.output_dir, run.is_main, run.lora, run.resume, run.cache_root
+    )
     splits = load_vqa_splits(data_args, cache_root)
     outside = out_of_vocabulary(splits.validation, splits.answers)
     if is_main:
