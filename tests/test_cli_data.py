@@ -64,9 +64,12 @@ def test_preview_generates_on_the_fly_with_a_mix(tmp_path):
     assert pixels.size[1] == 64 + 16 and pixels.getextrema()[1] > 200, "report text is drawn"
 
 
-def test_bad_mix_is_named(tmp_path):
-    with pytest.raises(ValueError, match="flu"):
-        main(["data", "preview", "--out", str(tmp_path / "x.png"), "--n", "1", "--size", "32", "--mix", "flu=1"])
+def test_bad_mix_is_named(tmp_path, capsys):
+    for mix, message in (("flu=1", "unknown kinds ['flu']"), ("normal=0", "the weights sum to 0")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["data", "preview", "--out", str(tmp_path / "x.png"), "--n", "1", "--size", "32", "--mix", mix])
+        assert stopped.value.code == 2 and message in str(stopped.value)
+        assert capsys.readouterr().err.splitlines() == [f"error: {stopped.value}"]
 
 
 def test_console_script_runs_synth(tmp_path):

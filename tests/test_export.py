@@ -143,12 +143,14 @@ def test_push_dry_run_lists_every_file_and_refuses_bad_folders(pretraining_expor
         medvl(["push", str(out), "--repo", "just-a-name", "--dry-run"])
 
 
-def test_export_refuses_a_non_empty_folder_and_a_missing_checkpoint(pretraining_export, tmp_path):
+def test_export_refuses_a_non_empty_folder_and_a_missing_checkpoint(pretraining_export, tmp_path, capsys):
     checkpoint, out, _ = pretraining_export
-    with pytest.raises(FileExistsError, match="not empty"):
-        medvl(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--no-check"])
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        medvl(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o"), "--no-check"])
+    for arguments, message in ((["--checkpoint", str(checkpoint), "--out", str(out)], "exists and is not empty"),
+                               (["--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")], "no config.json")):
+        with pytest.raises(SystemExit) as stopped:
+            medvl(["export", *arguments, "--no-check"])
+        assert stopped.value.code == 2 and message in str(stopped.value)
+        assert capsys.readouterr().err.splitlines() == [f"error: {stopped.value}"]
 
 
 def test_lora_merged_export_reloads_with_the_adapted_outputs(lora_run, tmp_path):

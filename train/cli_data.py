@@ -23,6 +23,13 @@ def _parse_mix(text):
             raise UserError(f"--mix {text!r}: items look like kind=weight with a weight >= 0, got {item!r} "
                             "(e.g. normal=0.4,pleural_effusion=0.6)")
         mix[name.strip()] = value
+    from processing.synthcxr import FINDING_KINDS
+
+    unknown = sorted(set(mix) - {"normal", *FINDING_KINDS})
+    if unknown:
+        raise UserError(f"--mix {text!r}: unknown kinds {unknown} (use normal or {', '.join(FINDING_KINDS)})")
+    if sum(mix.values()) <= 0:
+        raise UserError(f"--mix {text!r}: the weights sum to 0 (give at least one positive weight)")
     return mix
 
 

@@ -15,7 +15,7 @@ The checkpoint is loaded here with the training code's own loaders (a full model
 import json
 from pathlib import Path
 
-from train.user_errors import UserError
+from train.user_errors import MissingPathError, UserError
 
 EXPORT_EPILOG = """The folder holds config.json (auto_map for the Auto classes whose weights it holds), safetensors
 weights, the remote code, the processor and tokenizer files, adapter/ (with --lora adapter), README.md (the model
@@ -69,7 +69,8 @@ def load_checkpoint(checkpoint, lora_mode: str, lora_base=None):
 
     folder = Path(checkpoint).resolve()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: not a saved MedVL folder (no config.json)")
+        raise MissingPathError(f"--checkpoint {checkpoint}: not a saved MedVL folder (no config.json; give "
+                               "checkpoint-best, checkpoint-<step> or a fine-tuning run's output folder)")
     model = load_finetuned_model(folder, base_model=lora_base)
     adapter_dir = None
     if (folder / ADAPTER_CONFIG).is_file():
@@ -118,6 +119,8 @@ def run_export(args):
         raise UserError(f"--checkpoint {args.checkpoint}: no such folder (give a saved checkpoint folder)")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file (give a new or empty folder)")
+    if not args.overwrite and Path(args.out).is_dir() and any(Path(args.out).iterdir()):
+        raise UserError(f"--out {args.out} exists and is not empty (give a new folder, or --overwrite to replace it)")
     from hub_cards.export import TASK_CLASSES, export_folder
     from hub_cards.reload_check import reload_problems
 
