@@ -173,11 +173,13 @@ def _read_dicom(stream, name, force, unrecognised=None):
         raise MedicalImageError(name, "DICOM has no pixel data (e.g. a DICOMDIR, report or structure set)")
     _refuse_dicom_bomb(dataset, name)
     frame = _decode_first_frame(dataset, name)
+    # Colour depth: the stored bits, or for a palette the bits of its entries (8-bit indices often map to 16-bit).
+    colour_bits = int(dataset.get("BitsStored", 8 * frame.dtype.itemsize))
     if str(dataset.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
-        frame = _apply_palette(frame, dataset, name)
+        frame, colour_bits = _apply_palette(frame, dataset, name)
     if int(dataset.get("SamplesPerPixel", 1)) == 1 and frame.ndim == 2:
         return Image.fromarray(_grey_dicom_to_unit_range(frame, dataset, name) * np.float32(255.0), mode="F")
-    return _colour_dicom_to_pil(frame, dataset, name)
+    return _colour_dicom_to_pil(frame, colour_bits, name)
 
 
 def _refuse_dicom_bomb(dataset, name):
@@ -212,8 +214,9 @@ def _decode_failure_reason(dataset, error):
 
 
 def _apply_palette(frame, dataset, name):
+    """The RGB frame and its depth: the entry bits of the red LUT descriptor (PS3.3 C.7.6.3.1.5), 8 or 16."""
     try:
-        return apply_color_lut(frame, dataset)
+        return apply_color_lut(frame, dataset), int(dataset.RedPaletteColorLookupTableDescriptor[2])
     except Exception as error:
         reason = f"invalid palette colour lookup table ({type(error).__name__}: {error})"
         raise MedicalImageError(name, reason) from error
@@ -279,13 +282,12 @@ def _min_max(values):
     return (values - low) / (high - low)
 
 
-def _colour_dicom_to_pil(frame, dataset, name):
+def _colour_dicom_to_pil(frame, bits, name):
     if frame.ndim != 3 or frame.shape[-1] != 3:
         raise MedicalImageError(name, f"unsupported DICOM pixel layout {frame.shape} (expected H x W x 3 colour)")
     if frame.dtype == np.uint8:
         return Image.fromarray(frame, mode="RGB")
     # PIL has no float RGB mode: deeper colour is scaled to 8 bits (colour radiographs are rare).
-    bits = int(dataset.get("BitsStored", 8 * frame.dtype.itemsize))
     scaled = np.clip(frame.astype(np.float64) / (2.0**bits - 1.0), 0.0, 1.0) * 255.0
     return Image.fromarray(np.round(scaled).astype(np.uint8), mode="RGB")
 

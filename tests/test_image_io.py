@@ -1,14 +1,27 @@
 """read_medical_image: JPG/PNG 8 and 16 bit, DICOM intensity pipeline, and clear errors."""
 
 import io
+import os
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEGLSLossless
+from pydicom.pixels import apply_color_lut, get_decoder
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
-from dicom_fixtures import write_dicom
+from dicom_fixtures import min_max, pydicom_reference, pydicom_test_files, write_dicom
 from processing.image_io_medvl import MedicalImageError, read_medical_image
 
 
@@ -166,3 +179,62 @@ def test_unsupported_mode_and_source(tmp_path):
         read_medical_image(tmp_path / "wide.tif")
     with pytest.raises(MedicalImageError, match="unsupported source type"):
         read_medical_image(12345)
+
+
+def test_palette_with_16_bit_entries_matches_apply_color_lut():
+    """examples_palette.dcm indexes 8-bit pixels into a LUT of 16-bit entries: scale by the entries' depth."""
+    path = get_testdata_file("examples_palette.dcm")
+    dataset = pydicom.dcmread(path)
+    assert dataset.RedPaletteColorLookupTableDescriptor[2] == 16 and dataset.BitsStored == 8
+    expected = apply_color_lut(dataset.pixel_array, dataset).astype(np.float64) * (255.0 / 65535.0)
+    image = read_medical_image(path)
+    assert image.mode == "RGB"
+    np.testing.assert_allclose(np.asarray(image), expected, atol=0.5 + 1e-6)  # rounding to 8 bits only
+
+
+# The compressed syntaxes of clinical archives decode out of the box (the project installs pylibjpeg's plugins).
+ARCHIVE_SYNTAXES = (JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+                    JPEG2000Lossless, JPEG2000, RLELossless)
+
+
+@pytest.mark.parametrize("syntax", ARCHIVE_SYNTAXES, ids=lambda uid: uid.name)
+def test_archive_transfer_syntaxes_have_a_decoder(syntax):
+    assert get_decoder(syntax).is_available, get_decoder(syntax).missing_dependencies
+
+
+# After min-max scaling: grey images keep float32 precision; colour deeper than 8 bits (16-bit palettes and RGB)
+# is rounded to 8 bits, half a level of error, one level of tolerance.
+PARITY_TOLERANCE = {"F": 1e-4, "RGB": 1.0 / 255.0}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about its deliberately malformed files
+def test_every_pydicom_file_with_pixel_data_decodes_like_pydicom_or_is_refused_by_name():
+    """Each file decodes to pydicom's reference (min-max scaled), or, exactly where pydicom itself cannot decode
+    it with the installed plugins (a corrupt codestream, truncated data, a missing transfer syntax), is refused
+    with a MedicalImageError naming the file and the reason."""
+    decoded, refused, undecodable = [], [], []
+    for path in pydicom_test_files():
+        try:
+            reference = pydicom_reference(path)
+        except Exception:  # noqa: BLE001 - pydicom's own failure is the expectation
+            reference, undecodable = "undecodable", undecodable + [path]
+        if reference is None:  # no pixel data: not part of the parity
+            continue
+        try:
+            image = read_medical_image(path)
+        except MedicalImageError as error:
+            assert path in str(error) and error.reason, str(error)
+            refused.append(path)
+            continue
+        assert not isinstance(reference, str), f"{path} decoded although pydicom cannot decode it"
+        values = min_max(np.asarray(image))
+        assert values.shape == reference.shape, path
+        difference = float(np.abs(values - reference).max())
+        assert difference <= PARITY_TOLERANCE[image.mode], (path, image.mode, difference)
+        decoded.append(path)
+    assert refused == undecodable
+    # None is refused for want of a decoder: each refused file's syntax is uncompressed or has one installed.
+    for path in refused:
+        syntax = getattr(pydicom.dcmread(path, force=True).get("file_meta"), "TransferSyntaxUID", None)
+        assert syntax is None or not syntax.is_compressed or get_decoder(syntax).is_available, (path, syntax)
+    assert len(decoded) > 10 * len(refused), (len(decoded), len(refused))
