@@ -140,8 +140,10 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
-        # Hand the (wrapped) cache back under the name this transformers' generate() reads.
-        model_kwargs[GENERATION_CACHE_NAME] = outputs.cache
+        # Hand the (wrapped) cache back under the name this transformers' generate() reads; without a cache
+        # (use_cache=False) set none, or beam search tries to reorder a None cache.
+        if outputs.cache is not None:
+            model_kwargs[GENERATION_CACHE_NAME] = outputs.cache
         model_kwargs["image_tokens"] = outputs.image_tokens
         return model_kwargs
 
