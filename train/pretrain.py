@@ -26,7 +26,6 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import (
     ProjectConfiguration,
-    broadcast_object_list,
     is_mps_available,
     is_xpu_available,
     set_seed,
@@ -317,15 +316,13 @@ class PretrainingRun:
 
     def _evaluate(self):
         acc, state = self.accelerator, self.state
-        results = [None]
-        if acc.is_main_process:
-            eval_model = getattr(self.unwrapped, "medvl", self.unwrapped)
-            results = [evaluate_pretraining(
-                eval_model, self.processor, self.validation_data, self.prompts,
-                batch_size=2 * self.args.per_device_batch_size, max_length=self.data_args.max_text_length,
-                device=acc.device,
-            )]
-        results = broadcast_object_list(results)[0]
+        # Every rank embeds its share of the validation rows; all get the same results.
+        eval_model = getattr(self.unwrapped, "medvl", self.unwrapped)
+        results = evaluate_pretraining(
+            eval_model, self.processor, self.validation_data, self.prompts,
+            batch_size=2 * self.args.per_device_batch_size, max_length=self.data_args.max_text_length,
+            device=acc.device, accelerator=acc,
+        )
         metric_name = "zero_shot_auc" if "zero_shot_auc" in results else "recall@5"
         metric = results[metric_name]
         record = {"kind": "eval", "step": state["step"], "metric": metric_name, **results}

@@ -5,11 +5,18 @@
   softmax over the two similarities at the model's temperature, as CheXzero scores); ROC-AUC against
   the label (1 vs 0; uncertain -1 and blank are left out), macro-averaged over labels that have both
   classes. The prompts are versioned in `train/configs/zero_shot_prompts.yaml`.
-- Image-to-text retrieval recall@k over the validation reports. Many studies share a report
-  (normal studies especially), so a retrieved report counts as a hit when its text equals the
-  image's own report; the chance level is computed for exactly that rule.
+- Retrieval recall@k both ways over the validation pairs (`recall@k` image to text, `text_to_image_recall@k`).
+  Many studies share a report (normal studies especially), so a retrieved report counts as a hit when its text
+  equals the image's own report, and a retrieved image when its report equals the query's; the chance level is
+  computed for exactly that rule. It is computed a chunk of queries at a time, in memory O(chunk x N), never the
+  N x N matrix (MIMIC-CXR's 377k images would need about 1 TB), and equals the `medvl_retrieval` metric's dense
+  result (ties in item order).
+- Under several processes every rank embeds its share of the validation rows (in the training precision) and the
+  embeddings are gathered, so that no rank waits on a collective while one embeds the whole set.
 """
 
+import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +27,6 @@ from tqdm.auto import tqdm
 
 from processing.chexpert import CHEXPERT_LABELS
 from train.laterality_probe import laterality_probe
-from train.metrics.medvl_retrieval.medvl_retrieval import embedding_similarity, retrieval_recall_at_k
 
 DEFAULT_PROMPTS_FILE = Path(__file__).resolve().parent / "configs" / "zero_shot_prompts.yaml"
 
@@ -90,14 +96,58 @@ def zero_shot_auc(image_embeds, positive_embeds, negative_embeds, label_matrix, 
     return {"zero_shot_auc": macro, "zero_shot_auc_per_label": per_label, "zero_shot_scores": scores}
 
 
-def retrieval_recall(image_embeds, text_embeds, texts, ks=(1, 5, 10)) -> dict:
-    """Image-to-text recall@k where any report identical to the image's own counts as a hit, and its chance
-    level: the `medvl_retrieval` metric's implementation, with the reports as group ids."""
-    both_ways = retrieval_recall_at_k(embedding_similarity(image_embeds, text_embeds), ks, group_ids=list(texts))
+# Bytes of working memory for one chunk of retrieval queries against every candidate.
+RETRIEVAL_CHUNK_BYTES = 256 * 2**20
+
+
+def retrieval_chunk_size(count: int, dtype, max_chunk_bytes: int = RETRIEVAL_CHUNK_BYTES) -> int:
+    """Queries per chunk: each holds its similarities to the `count` candidates plus about four boolean rows."""
+    per_query = count * (np.dtype(dtype).itemsize + 4)
+    return max(1, min(count, max_chunk_bytes // per_query))
+
+
+def _normalised(embeds) -> np.ndarray:
+    embeds = np.asarray(embeds)
+    embeds = embeds if np.issubdtype(embeds.dtype, np.floating) else embeds.astype(np.float64)
+    return embeds / np.maximum(np.linalg.norm(embeds, axis=1, keepdims=True), 1e-12)
+
+
+def _first_hit_ranks(queries, candidates, groups, chunk_size) -> np.ndarray:
+    """0-based rank of each query's best-ranked hit (a candidate of its group) among all candidates, ties broken in
+    candidate order as a stable sort breaks them: the candidates ranked before it are those more similar, and those
+    as similar that come first."""
+    ranks = np.empty(len(queries), dtype=np.int64)
+    columns = np.arange(len(candidates))
+    for start in range(0, len(queries), chunk_size):
+        similarity = queries[start : start + chunk_size] @ candidates.T
+        hit = groups[start : start + chunk_size, None] == groups[None, :]
+        best = np.max(similarity, axis=1, where=hit, initial=-np.inf, keepdims=True)  # every query hits itself
+        tied = similarity == best
+        first = np.argmax(tied & hit, axis=1)[:, None]
+        ranks[start : start + chunk_size] = (similarity > best).sum(axis=1) + (tied & (columns < first)).sum(axis=1)
+    return ranks
+
+
+def retrieval_recall(image_embeds, text_embeds, texts, ks=(1, 5, 10), chunk_size=None,
+                     max_chunk_bytes=RETRIEVAL_CHUNK_BYTES) -> dict:
+    """Recall@k of image i and report i (`texts[i]`) both ways, `recall@k` (image to text) and
+    `text_to_image_recall@k`, where a retrieved item whose report is identical in text to the true one is a hit;
+    `chance_recall@k` is a random ranking's under that rule. `chunk_size` queries at a time (default: as many as
+    fit `max_chunk_bytes`); equal to the `medvl_retrieval` metric's dense result."""
+    images, reports = _normalised(image_embeds), _normalised(text_embeds)
+    count = len(images)
+    _, groups, sizes = np.unique(np.asarray([str(text) for text in texts]), return_inverse=True, return_counts=True)
+    chunk_size = chunk_size or retrieval_chunk_size(count, np.result_type(images, reports), max_chunk_bytes)
+    image_to_text = _first_hit_ranks(images, reports, groups, chunk_size)
+    text_to_image = _first_hit_ranks(reports, images, groups, chunk_size)
+    group_sizes, queries = np.unique(sizes[groups], return_counts=True)
     results = {}
     for k in ks:
-        results[f"recall@{k}"] = both_ways[f"image_to_text_recall@{k}"]
-        results[f"chance_recall@{k}"] = both_ways[f"chance_recall@{k}"]
+        drawn = min(int(k), count)
+        misses = [math.comb(count - int(size), drawn) / math.comb(count, drawn) for size in group_sizes]
+        results[f"recall@{k}"] = float(np.mean(image_to_text < drawn))
+        results[f"text_to_image_recall@{k}"] = float(np.mean(text_to_image < drawn))
+        results[f"chance_recall@{k}"] = float(np.average(1.0 - np.asarray(misses), weights=queries))
     return results
 
 
@@ -112,11 +162,14 @@ def label_matrix_from_rows(label_dicts, label_names) -> np.ndarray:
 
 
 @torch.no_grad()
-def embed_dataset(model, processor, dataset, batch_size=64, max_length=256, device="cpu", show_progress=True):
-    """Normalised image and report embeddings of every row (columns `image`, `report`)."""
-    image_embeds, text_embeds = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="validation", disable=not show_progress, leave=False):
-        rows = dataset[start : start + batch_size]
+def embed_dataset(model, processor, dataset, batch_size=64, max_length=256, device="cpu", show_progress=True,
+                  start=0, stop=None):
+    """Normalised image and report embeddings of rows [start, stop) (columns `image`, `report`)."""
+    stop = len(dataset) if stop is None else stop
+    dim = model.config.projection_dim
+    image_embeds, text_embeds = [torch.zeros(0, dim)], [torch.zeros(0, dim)]
+    for first in tqdm(range(start, stop, batch_size), desc="validation", disable=not show_progress, leave=False):
+        rows = dataset[first : min(first + batch_size, stop)]
         inputs = processor(
             images=rows["image"], text=rows["report"], padding=True, truncation=True, max_length=max_length,
             return_tensors="pt",
@@ -125,6 +178,21 @@ def embed_dataset(model, processor, dataset, batch_size=64, max_length=256, devi
         image_embeds.append(outputs.image_embeds.float().cpu())
         text_embeds.append(outputs.text_embeds.float().cpu())
     return torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy()
+
+
+def embed_on_every_rank(embed_rows, count: int, dim: int, accelerator):
+    """(image, text) embeddings of all `count` rows, each rank embedding a contiguous share with
+    `embed_rows(start, stop)` and every rank receiving all of them through one gather."""
+    share = math.ceil(count / accelerator.num_processes)
+    start = min(count, accelerator.process_index * share)
+    stop = min(count, start + share)
+    images, texts = embed_rows(start, stop)
+    local = torch.zeros(share, 2, dim)  # shares padded to one size: a gather needs equal shapes
+    local[: stop - start, 0], local[: stop - start, 1] = torch.as_tensor(images), torch.as_tensor(texts)
+    gathered = accelerator.gather(local.to(accelerator.device)).cpu().reshape(accelerator.num_processes, share, 2, dim)
+    lengths = [min(count, (rank + 1) * share) - min(count, rank * share) for rank in range(accelerator.num_processes)]
+    rows = torch.cat([gathered[rank, :length] for rank, length in enumerate(lengths)])
+    return rows[:, 0].numpy(), rows[:, 1].numpy()
 
 
 @torch.no_grad()
@@ -150,37 +218,55 @@ def embed_prompt_ensembles(model, processor, ensembles, max_length=256, device="
     return np.stack(means)
 
 
-def evaluate_pretraining(model, processor, dataset, prompts, batch_size=64, max_length=256, device="cpu") -> dict:
-    """Zero-shot AUC and the laterality probe (when `dataset` has labels) and image-to-text retrieval recall."""
+def evaluate_pretraining(model, processor, dataset, prompts, batch_size=64, max_length=256, device="cpu",
+                         accelerator=None) -> dict:
+    """Zero-shot AUC and the laterality probe (when `dataset` has labels) and retrieval recall both ways. With an
+    `accelerator`, call it on every rank: each embeds its share of the rows in the training precision, and every
+    rank returns the same results."""
     was_training = model.training
     model.eval()
+    precision = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
     try:
-        image_embeds, text_embeds = embed_dataset(model, processor, dataset, batch_size, max_length, device)
-        names = [name for name in CHEXPERT_LABELS if name in prompts["labels"]]
-        positive = embed_prompt_ensembles(
-            model, processor, [prompts["labels"][name][0] for name in names], max_length, device
-        )
-        negative = embed_prompt_ensembles(
-            model, processor, [prompts["labels"][name][1] for name in names], max_length, device
-        )
-        sided = [name for name in CHEXPERT_LABELS if name in prompts.get("laterality", {})]
-        if sided:
-            left, right = (
-                embed_prompt_ensembles(model, processor, [prompts["laterality"][n][i] for n in sided], max_length, device)
-                for i in (0, 1)
+        with precision:
+            if accelerator is None:
+                image_embeds, text_embeds = embed_dataset(model, processor, dataset, batch_size, max_length, device)
+            else:
+                image_embeds, text_embeds = embed_on_every_rank(
+                    lambda start, stop: embed_dataset(model, processor, dataset, batch_size, max_length, device,
+                                                      show_progress=accelerator.is_main_process, start=start,
+                                                      stop=stop),
+                    len(dataset), model.config.projection_dim, accelerator,
+                )
+            names = [name for name in CHEXPERT_LABELS if name in prompts["labels"]]
+            positive = embed_prompt_ensembles(
+                model, processor, [prompts["labels"][name][0] for name in names], max_length, device
             )
-        logit_scale = float(model.clamped_logit_scale())
+            negative = embed_prompt_ensembles(
+                model, processor, [prompts["labels"][name][1] for name in names], max_length, device
+            )
+            sided = [name for name in CHEXPERT_LABELS if name in prompts.get("laterality", {})]
+            if sided:
+                left, right = (
+                    embed_prompt_ensembles(model, processor, [prompts["laterality"][n][i] for n in sided], max_length,
+                                           device)
+                    for i in (0, 1)
+                )
+        logit_scale = float(model.clamped_logit_scale().detach())
     finally:
         model.train(was_training)
-    results = retrieval_recall(image_embeds, text_embeds, dataset["report"])
+    # Through select_columns: reading a column of the whole data set would decode every image.
+    reports = list(dataset.select_columns(["report"])["report"])
+    results = retrieval_recall(image_embeds, text_embeds, reports)
+    results["validation_rows"] = len(dataset)
     results["zero_shot_prompts_version"] = prompts["version"]
     if "labels" in dataset.column_names:
-        matrix = label_matrix_from_rows(dataset["labels"], names)
+        label_rows = list(dataset.select_columns(["labels"])["labels"])
+        matrix = label_matrix_from_rows(label_rows, names)
         auc = zero_shot_auc(image_embeds, positive, negative, matrix, names, logit_scale)
         auc.pop("zero_shot_scores")
         results.update(auc)
         if sided:
-            results.update(laterality_probe(image_embeds, left, right, dataset["report"], dataset["labels"], sided))
+            results.update(laterality_probe(image_embeds, left, right, reports, label_rows, sided))
     return results
 
 
@@ -190,6 +276,9 @@ __all__ = [
     "load_prompts",
     "zero_shot_auc",
     "retrieval_recall",
+    "retrieval_chunk_size",
+    "embed_dataset",
+    "embed_on_every_rank",
     "label_matrix_from_rows",
     "evaluate_pretraining",
 ]
