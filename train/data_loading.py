@@ -25,6 +25,22 @@ from train.laterality_probe import FINDING_WORDS, stated_side
 from train.user_errors import UserError
 
 SOURCE_KINDS = ("mimic-cxr", "chexpert", "openi", "pairs", "saved", "wds", "synthcxr")
+# The reader options a `KIND:LOCATION?key=value&key=value` spec may carry; LIST_OPTIONS take comma-separated values.
+SOURCE_OPTIONS = {
+    "mimic-cxr": ("split", "view", "per", "sections"),
+    "chexpert": ("split", "view"),
+    "openi": ("per", "sections"),
+    "pairs": ("image_column", "text_column"),
+    "saved": ("split",),
+    "wds": (),
+}
+LIST_OPTIONS = ("view",)
+# Each reader's split names (aliases to its own name); `saved` takes any split name of its DatasetDict.
+SOURCE_SPLITS = {
+    "mimic-cxr": {"train": "train", "validate": "validate", "validation": "validate", "val": "validate",
+                  "test": "test"},
+    "chexpert": {"train": "train", "valid": "valid", "validate": "valid", "validation": "valid"},
+}
 
 
 @dataclass
@@ -34,16 +50,35 @@ class DataSpec:
     options: dict = field(default_factory=dict)
 
 
+def _reader_options(spec: str, kind: str, query: str) -> dict:
+    valid = SOURCE_OPTIONS[kind]
+    options = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise UserError(f"--data {spec!r}: options are key=value pairs joined by '&' (got {item!r})")
+        if key not in valid:
+            raise UserError(f"--data {spec!r}: unknown option {key!r}; {kind} takes "
+                            + (", ".join(f"{name}=" for name in valid) if valid else "no options"))
+        options[key] = [part.strip() for part in value.split(",") if part.strip()] if key in LIST_OPTIONS else value
+    split = options.get("split")
+    if split is not None and kind in SOURCE_SPLITS and split not in SOURCE_SPLITS[kind]:
+        raise UserError(f"--data {spec!r}: {kind} splits are {', '.join(SOURCE_SPLITS[kind])} (got {split!r})")
+    return options
+
+
 def parse_data_spec(spec: str) -> DataSpec:
-    """`kind:location`, or `synthcxr:n=2000,size=64,seed=0`."""
+    """`kind:location[?key=value&key=value]` (the reader's options, see SOURCE_OPTIONS), or
+    `synthcxr:n=2000,size=64,seed=0`."""
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in SOURCE_KINDS:
         raise UserError(f"--data {spec!r}: expected KIND:LOCATION with KIND one of {SOURCE_KINDS} "
-                        "(e.g. mimic-cxr:/data/mimic-cxr-jpg or synthcxr:n=2000,size=64,seed=0)")
+                        "(e.g. mimic-cxr:/data/mimic-cxr-jpg?split=train&view=PA,AP or synthcxr:n=2000,size=64,seed=0)")
     if kind != "synthcxr":
-        if not rest:
+        location, _, query = rest.partition("?")
+        if not location:
             raise UserError(f"--data {spec!r}: missing the location after '{kind}:' (e.g. {kind}:/data/folder)")
-        return DataSpec(kind, rest)
+        return DataSpec(kind, location, _reader_options(spec, kind, query))
     options = {"n": 2000, "size": 64, "seed": 0}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
@@ -240,6 +275,8 @@ def synthcxr_cache_folder(cache_root, options: dict) -> Path:
 
 __all__ = [
     "DataSpec",
+    "SOURCE_OPTIONS",
+    "SOURCE_SPLITS",
     "parse_data_spec",
     "sample_seed",
     "mask_rows",

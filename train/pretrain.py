@@ -111,8 +111,10 @@ class PretrainingRun:
     def _setup_data_and_model(self):
         acc, data_args, args = self.accelerator, self.data_args, self.args
         cache = self.output_dir / "data_cache"
+        self.data_sources = []  # what each source gave: split, views, rows (logged and saved in run_config.yaml)
         self.train_data = load_training_data(
-            data_args.data, cache, acc, args.seed, data_args.shuffle_buffer, num_workers=data_args.num_workers
+            data_args.data, cache, acc, args.seed, data_args.shuffle_buffer, num_workers=data_args.num_workers,
+            record=self.data_sources,
         )
         self.streaming = isinstance(self.train_data, datasets.IterableDataset)
         resume = ckpt.resolve_resume(args.resume_from, self.output_dir) if args.resume_from else None
@@ -142,7 +144,8 @@ class PretrainingRun:
         validation_spec = data_args.validation_data or default_validation_spec(data_args.data, data_args.validation_size)
         self.validation_data = None
         if validation_spec and args.eval_steps:
-            self.validation_data = load_source(validation_spec, cache, acc, num_workers=data_args.num_workers)
+            self.validation_data = load_source(validation_spec, cache, acc, num_workers=data_args.num_workers,
+                                               role="validation", record=self.data_sources)
         elif args.eval_steps:
             logger.warning("no --validation_data: zero-shot evaluation and early stopping are off")
         self.prompts = load_prompts(data_args.zero_shot_prompts)
@@ -197,6 +200,7 @@ class PretrainingRun:
             "steps_per_epoch": self.steps_per_epoch,
             "vocab_size": len(self.tokenizer),
             "train_rows": None if self.streaming else len(self.train_data),
+            "data_sources": self.data_sources,
             "model_config": self.unwrapped.config.to_diff_dict(),
         }
 

@@ -41,12 +41,15 @@ class DataArguments:
     data: list[str] = field(
         default_factory=list,
         metadata={"help": "Training sources, concatenated: mimic-cxr:/dir, openi:/dir, pairs:/file.jsonl, "
-                  "saved:/datasets_folder, wds:/shards/*.tar (streamed), synthcxr:n=2000,size=64,seed=0."},
+                  "saved:/datasets_folder, wds:/shards/*.tar (streamed), synthcxr:n=2000,size=64,seed=0. Reader "
+                  "options follow a '?': mimic-cxr:/dir?split=train&view=PA,AP (defaults: the official training "
+                  "split, frontal views; view=all keeps every view; the test split is never read here)."},
     )
     validation_data: Optional[str] = field(
         default=None,
-        metadata={"help": "Labelled validation source for zero-shot AUC (same forms as --data). Default for "
-                  "synthcxr training data: fresh SynthCXR studies with another seed."},
+        metadata={"help": "Labelled validation source for zero-shot AUC (same forms as --data; a source with "
+                  "official splits gives its validation split). Default for synthcxr training data: fresh SynthCXR "
+                  "studies with another seed; for mimic-cxr: its validate split."},
     )
     validation_size: int = field(default=256, metadata={"help": "Studies in the default SynthCXR validation set."})
     tokenizer: Optional[str] = field(
@@ -208,11 +211,13 @@ def validate_args(model_args, data_args, train_args):
     if train_args.save_total_limit < 1 or train_args.num_epochs <= 0 or train_args.learning_rate <= 0:
         raise UserError("--save_total_limit must be >= 1, --num_epochs and --learning_rate > 0")
     # Problems found later would cost a process group, a data set and a model first: check them now.
-    from train.data_loading import parse_data_spec
+    from train.data_sources import check_pretraining_spec
     from train.pretrain_setup import preset_config
 
-    for spec in data_args.data + ([data_args.validation_data] if data_args.validation_data else []):
-        parse_data_spec(spec)
+    for spec in data_args.data:
+        check_pretraining_spec(spec, "train")
+    if data_args.validation_data:
+        check_pretraining_spec(data_args.validation_data, "validation")
     if not model_args.model_name_or_path:
         preset_config(model_args)
 
