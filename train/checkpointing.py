@@ -4,7 +4,9 @@ uninterrupted one exactly.
 
 A checkpoint is written into a hidden temporary folder, fsynced, then renamed into place: a run
 killed mid-write leaves the previous checkpoints intact. `checkpoint-last` is a symlink to the
-newest complete checkpoint, swapped atomically with os.replace.
+newest complete checkpoint, swapped atomically with os.replace. Each checkpoint lists its files and
+their sizes (checkpoint_files.json), so that one cut short later (a partial copy, a full disk) is
+recognised before a resume loads it.
 """
 
 import json
@@ -17,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.user_errors import MissingPathError, UserError
+from train.data_loading import parse_data_spec
+from train.logging_utils import get_logger
+from train.user_errors import MissingPathError, UserError, is_main_rank
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 LAST_POINTER = "checkpoint-last"
@@ -25,6 +29,12 @@ BEST_FOLDER = "checkpoint-best"
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer.pt"
 SCHEDULER_STATE = "scheduler.pt"
+MANIFEST = "checkpoint_files.json"
+REQUIRED_FILES = (TRAINER_STATE, OPTIMIZER_STATE, SCHEDULER_STATE)
+# How a model config was saved, not which model it describes.
+SAVE_METADATA = {"architectures", "auto_map", "dtype", "torch_dtype", "transformers_version", "_name_or_path"}
+
+logger = get_logger("medvl.checkpointing")
 
 
 def rng_state_file(rank: int) -> str:
@@ -84,6 +94,33 @@ def _replace_folder(tmp: Path, final: Path):
     _fsync_dir(final.parent)
 
 
+def _write_manifest(folder: Path):
+    sizes = {str(path.relative_to(folder)): path.stat().st_size for path in sorted(folder.rglob("*")) if path.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(sizes, indent=1))
+
+
+def checkpoint_problem(folder) -> str | None:
+    """Why `folder` is not a complete training checkpoint (a file missing, or of another size than was written), or
+    None. Checkpoints written before the manifest existed are checked for their required files only."""
+    folder = Path(folder)
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not (folder / MANIFEST).is_file():
+        return None
+    try:
+        sizes = json.loads((folder / MANIFEST).read_text())
+    except ValueError:
+        return f"{MANIFEST} is unreadable"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size:,} bytes, {size:,} were written (truncated or damaged)"
+    return None
+
+
 def point_to(output_dir: Path, pointer_name: str, target_name: str):
     """Atomically make `output_dir/pointer_name` a relative symlink to `target_name`."""
     link = output_dir / pointer_name
@@ -131,6 +168,7 @@ def save_checkpoint(accelerator, output_dir, step: int, write_main_files, keep: 
         write_main_files(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        _write_manifest(tmp)  # last: every rank's files are in
         _replace_folder(tmp, final)
         point_to(output_dir, LAST_POINTER, final.name)
         prune_checkpoints(output_dir, keep)
@@ -154,31 +192,112 @@ def save_best(accelerator, output_dir, write_model_files, metric_record: dict) -
 
 
 def resolve_checkpoint(path) -> Path:
-    """Follow `checkpoint-last` (or any path) to a complete checkpoint folder, or raise naming it."""
+    """Follow `checkpoint-last` (or any path) to a complete checkpoint folder, or raise naming what is wrong."""
     given = Path(path)
     resolved = given.resolve()
     if not resolved.is_dir():
         raise MissingPathError(f"--resume_from {given}: no such checkpoint folder (give a checkpoint-<step> folder "
                                "or checkpoint-last)")
-    missing = [name for name in (TRAINER_STATE, OPTIMIZER_STATE, SCHEDULER_STATE) if not (resolved / name).is_file()]
-    if missing:
-        raise UserError(f"--resume_from {given}: not a complete training checkpoint (missing {missing}; give a "
-                        "checkpoint-<step> folder)")
+    problem = checkpoint_problem(resolved)
+    if problem:
+        raise UserError(f"--resume_from {given}: not a complete training checkpoint ({problem}; give another "
+                        "checkpoint-<step> folder, or --resume_from latest)")
     return resolved
 
 
 def resolve_resume(value, output_dir):
-    """`--resume_from`: a checkpoint folder, `latest` (the newest complete `checkpoint-<step>` in the run folder; a
-    half-written one is a hidden .tmp folder and never counts) or `auto` (the same, or None to start fresh)."""
+    """`--resume_from`: a checkpoint folder, `latest` (the newest complete `checkpoint-<step>` in the run folder) or
+    `auto` (the same, or None to start fresh when the folder has no checkpoint). A half-written checkpoint is a hidden
+    .tmp folder and never counts; one damaged after it was written is skipped with a warning."""
     if value not in ("latest", "auto"):
         return resolve_checkpoint(value)
-    found = step_checkpoints(output_dir) if Path(output_dir).is_dir() else []
-    if found:
-        return resolve_checkpoint(found[-1])
+    skipped = []
+    for folder in reversed(step_checkpoints(output_dir) if Path(output_dir).is_dir() else []):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder.resolve()
+        skipped.append(f"{folder.name}: {problem}")
+        if is_main_rank():
+            logger.warning(f"--resume_from {value}: skipping {folder} ({problem})")
+    if skipped:  # starting afresh would overwrite them: let the user decide
+        raise UserError(f"--resume_from {value}: no complete checkpoint in {output_dir} ({'; '.join(skipped)}; delete "
+                        "the damaged folders to start afresh, or give --resume_from a checkpoint folder)")
     if value == "auto":
         return None
     raise UserError(f"--resume_from latest: no complete checkpoint in {output_dir} (use --resume_from auto to start "
                     "fresh when there is none)")
+
+
+def data_signature(specs) -> list:
+    """`--data` as a resumed run must repeat it: options with their defaults filled in, local locations absolute."""
+    signature = []
+    for text in specs:
+        spec = parse_data_spec(text)
+        location = spec.location if "://" in spec.location or not spec.location else os.path.abspath(spec.location)
+        options = [f"{key}={','.join(value) if isinstance(value, list) else value}"
+                   for key, value in spec.options.items()]
+        # The spec's own syntax: `kind:location?key=value&...`, or `synthcxr:n=...,size=...,seed=...`.
+        signature.append(f"{spec.kind}:{location}?{'&'.join(options)}" if location and options
+                         else f"{spec.kind}:{location or ','.join(options)}")
+    return signature
+
+
+def config_differences(saved: dict, expected: dict, prefix="") -> list:
+    """`field: <checkpoint's> -> <this run's>` for each model config field that differs (sub-configs flattened)."""
+    differences = []
+    for key in sorted(set(saved) | set(expected), key=str):
+        if key in SAVE_METADATA:
+            continue
+        old, new = saved.get(key), expected.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return differences
+
+
+def readable_size(size) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+def weights_bytes(model) -> int:
+    """The size of the model's weights as saved (tied weights once)."""
+    seen, total = set(), 0
+    for tensor in model.state_dict().values():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def estimated_checkpoint_bytes(model) -> int:
+    """The weights plus AdamW's two moments per trainable weight (the optimizer state is empty before the first step
+    and cannot be measured); the processor's and trainer's files are small."""
+    return weights_bytes(model) + sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def disk_space_warning(output_dir, checkpoint_bytes: int, saves: int, keep: int, best_bytes: int = 0) -> str | None:
+    """A warning with the numbers when the step checkpoints the run keeps (`keep` of `saves`, plus the one being
+    written before the oldest is deleted) and checkpoint-best (`best_bytes`) would not fit on the output disk, counting
+    the space the folder's present checkpoints hold (they are replaced); else None."""
+    output_dir = Path(output_dir)
+    at_once = min(saves, keep + 1)
+    needed = at_once * checkpoint_bytes + best_bytes
+    held = sum(_folder_bytes(path) for path in step_checkpoints(output_dir))
+    if (output_dir / BEST_FOLDER).is_dir():
+        held += _folder_bytes(output_dir / BEST_FOLDER)
+    free = shutil.disk_usage(output_dir).free
+    if needed <= free + held:
+        return None
+    best = f" and checkpoint-best ({readable_size(best_bytes)})" if best_bytes else ""
+    return (f"checkpoints may not fit on the disk of {output_dir}: {at_once} step checkpoints of about "
+            f"{readable_size(checkpoint_bytes)} (--save_total_limit {keep}, one more while saving){best} need about "
+            f"{readable_size(needed)}, and {readable_size(free + held)} is free or held by the folder's checkpoints "
+            "(free space, lower --save_total_limit, or choose another --output_dir)")
 
 
 def load_trainer_state(checkpoint: Path) -> dict:
@@ -199,7 +318,15 @@ __all__ = [
     "TRAINER_STATE",
     "OPTIMIZER_STATE",
     "SCHEDULER_STATE",
+    "MANIFEST",
     "capture_rng_state",
+    "checkpoint_problem",
+    "config_differences",
+    "data_signature",
+    "disk_space_warning",
+    "estimated_checkpoint_bytes",
+    "readable_size",
+    "weights_bytes",
     "restore_rng_state",
     "point_to",
     "step_checkpoints",

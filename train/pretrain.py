@@ -32,7 +32,7 @@ from accelerate.utils import (
 )
 from tqdm.auto import tqdm
 
-from modeling_medvl import MedVLForPreTraining, contrastive_loss
+from modeling_medvl import MedVLConfig, MedVLForPreTraining, contrastive_loss
 from processing.augmentation import JointAugmentation
 from train import checkpointing as ckpt
 from train.contrastive_accumulation import ExactAccumulationStep
@@ -48,7 +48,7 @@ from train.logging_utils import (
     LOSS_CURVE_FILE, MetricsHistory, get_logger, plot_loss_curves, tensorboard_hparams, term_priors,
 )
 from train.optim import build_optimizer, build_scheduler
-from train.pretrain_setup import build_model, build_processor, prepare_tokenizer, preset_config
+from train.pretrain_setup import build_model, build_processor, prepare_tokenizer, preset_config, token_ids
 from train.run_config import (
     args_as_dict,
     parse_pretrain_args,
@@ -215,16 +215,52 @@ class PretrainingRun:
         torch.save(self.scheduler.state_dict(), folder / ckpt.SCHEDULER_STATE)
         if self.accelerator.scaler is not None:
             torch.save(self.accelerator.scaler.state_dict(), folder / "scaler.pt")
-        state = dict(self.state, global_batch_size=self.global_batch, num_processes=self.accelerator.num_processes)
+        state = dict(self.state, global_batch_size=self.global_batch, num_processes=self.accelerator.num_processes,
+                     data=ckpt.data_signature(self.data_args.data), train_rows=self._train_rows())
         (folder / ckpt.TRAINER_STATE).write_text(json.dumps(state, indent=2))
 
-    def _load_training_state(self, folder):
-        saved = ckpt.load_trainer_state(folder)
+    def _train_rows(self):
+        return None if self.streaming else len(self.train_data)
+
+    def _check_resume_matches(self, folder, saved):
+        """Stop before any step when the checkpoint is of another model, data set or global batch: resuming it would
+        silently continue a different run. (Checkpoints that predate the data record skip the data checks.)"""
         if saved["global_batch_size"] != self.global_batch:
             raise UserError(
                 f"--resume_from {folder}: the checkpoint was trained with global batch {saved['global_batch_size']}, "
                 f"this run has {self.global_batch} (exact resume needs the same global batch: set --global_batch_size)"
             )
+        model_args = self.model_args
+        if model_args.model_name_or_path:
+            expected = MedVLConfig.from_pretrained(model_args.model_name_or_path).to_dict()
+        else:
+            expected = preset_config(model_args).to_dict()
+            expected["text_config"].update(token_ids(self.tokenizer))
+        differences = ckpt.config_differences(MedVLConfig.from_pretrained(str(folder)).to_dict(), expected)
+        if differences:
+            raise UserError(
+                f"--resume_from {folder}: the checkpoint is of another model config (checkpoint -> this run: "
+                f"{'; '.join(differences[:4])}{'; ...' if len(differences) > 4 else ''}) (resume with the run's "
+                "--model_preset, --model_overrides and --tokenizer, see its run_config.yaml, or start a new "
+                "--output_dir)"
+            )
+        data = ckpt.data_signature(self.data_args.data)
+        if saved.get("data", data) != data:
+            raise UserError(f"--resume_from {folder}: the checkpoint was trained on --data {' '.join(saved['data'])}, "
+                            f"this run reads {' '.join(data)} (resume with the same --data, or start a new "
+                            "--output_dir)")
+        if saved.get("train_rows", self._train_rows()) != self._train_rows():
+            raise UserError(f"--resume_from {folder}: the training set had {saved['train_rows']} rows, it has "
+                            f"{self._train_rows()} now (the data changed since; restore it, or start a new "
+                            "--output_dir)")
+        if saved["num_processes"] != self.accelerator.num_processes and self.accelerator.is_main_process:
+            logger.warning(f"{folder} was written by {saved['num_processes']} processes, this run has "
+                           f"{self.accelerator.num_processes}: the global batch is the same, but random draws are per "
+                           "process, so the run will not repeat an uninterrupted one exactly")
+
+    def _load_training_state(self, folder):
+        saved = ckpt.load_trainer_state(folder)
+        self._check_resume_matches(folder, saved)
         self.optimizer.load_state_dict(torch.load(folder / ckpt.OPTIMIZER_STATE, weights_only=False))
         self.scheduler.load_state_dict(torch.load(folder / ckpt.SCHEDULER_STATE, weights_only=False))
         if self.accelerator.scaler is not None and (folder / "scaler.pt").is_file():
@@ -244,6 +280,22 @@ class PretrainingRun:
         ckpt.save_checkpoint(
             self.accelerator, self.output_dir, step, self._write_checkpoint_files, self.args.save_total_limit
         )
+
+    def _check_disk_space(self):
+        """Before the first step: warn, with the numbers, when the checkpoints this run keeps may not fit on disk."""
+        args = self.args
+        size = ckpt.estimated_checkpoint_bytes(self.unwrapped)
+        saves = 1  # the last step's
+        if args.save_steps:  # every save_steps-th step from here on, and the last one
+            saves = self.max_steps // args.save_steps - self.state["step"] // args.save_steps
+            saves += 1 if self.max_steps % args.save_steps else 0
+        best = ckpt.weights_bytes(self.unwrapped) if self.validation_data is not None else 0
+        warning = ckpt.disk_space_warning(self.output_dir, size, saves, args.save_total_limit, best)
+        if warning:
+            logger.warning(warning)
+        else:
+            logger.info(f"one checkpoint: about {ckpt.readable_size(size)}; up to "
+                        f"{min(saves, args.save_total_limit)} kept")
 
     # ------------------------------------------------------------------------------------- data
     def _epoch_batches(self):
@@ -383,6 +435,7 @@ class PretrainingRun:
             for key, value in values.items():
                 logger.info(f"config {key} = {value}")
             logger.info(f"resolved {self._resolved_values()}")
+            self._check_disk_space()
         acc.init_trackers("pretrain", config=tensorboard_hparams(values))
         progress = tqdm(total=self.max_steps, initial=state["step"], desc="pretrain", dynamic_ncols=True,
                         disable=not acc.is_main_process)
