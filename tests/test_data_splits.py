@@ -7,14 +7,16 @@ import json
 import shutil
 from pathlib import Path
 
+import datasets
 import pytest
 import yaml
 from accelerate import PartialState
+from readers_fixtures import write_image
 
 from processing.synthcxr import write_synthcxr
 from train import pretrain, pretrain_setup
 from train.data_loading import parse_data_spec
-from train.data_sources import default_validation_spec, load_source, load_training_data
+from train.data_sources import default_validation_spec, load_source, load_training_data, source_split, source_views
 from train.run_config import parse_pretrain_args
 from train.user_errors import UserError
 
@@ -71,6 +73,26 @@ def test_default_validation_of_mimic_training_is_its_validate_split(mimic):
     assert default_validation_spec([f"mimic-cxr:{folder}"], 256) == f"mimic-cxr:{folder}?split=validate"
     assert default_validation_spec([f"mimic-cxr:{folder}?view=PA"], 256) == f"mimic-cxr:{folder}?split=validate&view=PA"
     assert default_validation_spec(["synthcxr:n=10,size=16,seed=1"], 5) == "synthcxr:n=5,size=16,seed=100004"
+
+
+def test_saved_and_chexpert_sources_give_each_role_its_split(tmp_path):
+    def rows(split, count):
+        images = [str(write_image(tmp_path / f"{split}{i}.png", shade=10 * i)) for i in range(count)]
+        return datasets.Dataset.from_dict({"image": images, "report": [f"{split} {i}" for i in range(count)]},
+                                          features=datasets.Features({"image": datasets.Image(),
+                                                                      "report": datasets.Value("string")}))
+
+    datasets.DatasetDict({"train": rows("train", 3), "validation": rows("validation", 2)}).save_to_disk(tmp_path / "dd")
+    record = []
+    validation = load_source(f"saved:{tmp_path / 'dd'}", tmp_path, PartialState(), role="validation", record=record)
+    assert list(validation["report"]) == ["validation 0", "validation 1"] and record[0]["split"] == "validation"
+    assert len(load_source(f"saved:{tmp_path / 'dd'}", tmp_path, PartialState())) == 3
+
+    chexpert = parse_data_spec("chexpert:/data/CheXpert-v1.0-small")
+    assert (source_split(chexpert, "train"), source_split(chexpert, "validation")) == ("train", "valid")
+    assert source_views(chexpert) == ["PA", "AP"]
+    assert source_split(parse_data_spec("chexpert:/data?split=validate"), "train") == "valid"
+    assert source_views(parse_data_spec("chexpert:/data?view=all")) is None
 
 
 def test_spec_forms_parse_and_existing_ones_keep_working():

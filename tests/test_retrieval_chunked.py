@@ -2,15 +2,35 @@
 the dense metric in both directions (a report identical to the true one is a hit); and validation embeddings
 computed on every rank and gathered."""
 
+import json
 import threading
 import tracemalloc
+from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
+from accelerate import PartialState
+from accelerate_launching import launch_two_processes
 
+from modeling_medvl import MedVLForPreTraining
+from processing.synthcxr import generate_synthcxr
+from processing.tokenizer_training import train_clinical_tokenizer
+from train.data_loading import synthcxr_cache_folder
+from train.data_sources import decoded_when_read, synthcxr_dataset
 from train.metrics.medvl_retrieval.medvl_retrieval import embedding_similarity, retrieval_recall_at_k
-from train.zero_shot_eval import embed_on_every_rank, retrieval_chunk_size, retrieval_recall
+from train.pretrain_setup import build_model, build_processor
+from train.run_config import ModelArguments
+from train.zero_shot_eval import (
+    embed_on_every_rank,
+    evaluate_pretraining,
+    load_prompts,
+    retrieval_chunk_size,
+    retrieval_recall,
+)
+
+SCRIPT = Path(__file__).resolve().parent / "scripts" / "evaluate_on_every_rank.py"
 
 KS = (1, 5, 10)
 
@@ -114,3 +134,29 @@ def test_every_rank_embeds_its_share_and_all_get_every_embedding():
         images, texts = results[rank]
         np.testing.assert_array_equal(images[:, 0], rows)
         np.testing.assert_array_equal(texts[:, 0], [-row for row in rows])
+
+
+def test_two_process_evaluation_embeds_a_share_on_each_rank_and_matches_one_process(tmp_path):
+    rows = 10
+    tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(rows, size=16, seed=0)], vocab_size=400)
+    torch.manual_seed(0)
+    model = build_model(ModelArguments(), tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    options = {"n": rows, "size": 32, "seed": 3}
+    synthcxr_dataset(options, tmp_path, PartialState())
+    data = synthcxr_cache_folder(tmp_path, options)
+    result = launch_two_processes(SCRIPT, tmp_path / "model", data, tmp_path, timeout=240)
+    assert result.returncode == 0, f"accelerate launch failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [rank["embedded"] for rank in ranks] == [[[0, 5]], [[5, 10]]]
+
+    model = MedVLForPreTraining.from_pretrained(tmp_path / "model").medvl
+    dataset = decoded_when_read(datasets.load_from_disk(str(data)), tmp_path)
+    alone = evaluate_pretraining(model, build_processor(tokenizer, model.config.vision_config.image_size), dataset,
+                                 load_prompts(), batch_size=4, max_length=64)
+    for rank in ranks:
+        assert rank["results"]["validation_rows"] == rows
+        for key, value in alone.items():
+            if isinstance(value, float):
+                assert rank["results"][key] == pytest.approx(value, abs=1e-6), key
