@@ -1,5 +1,7 @@
 import os
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 # Tests never touch the network: set before transformers / huggingface_hub are imported.
@@ -31,6 +33,63 @@ def import_upstream_tests():
     for path in (UPSTREAM_DIR, UPSTREAM_DIR / "utils"):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
+
+
+UPSTREAM_PACKAGE = "transformers_tests"  # the name tests/fetch_transformers_tests.py gives the fetched tests
+UPSTREAM_COUNTS = Counter()
+
+
+def _upstream_test_owner(item) -> str | None:
+    """"upstream" for a test one of transformers' mixins defines and MedVL leaves as it is, "project" for one a MedVL
+    class redefines (an override, or a skip set on it); None for MedVL's own tests."""
+    cls = getattr(item, "cls", None)
+    name = getattr(item, "originalname", None) or item.name
+    if cls is None:
+        return None
+    owners = [klass for klass in cls.__mro__ if name in vars(klass)]
+    if not any(klass.__module__.startswith(UPSTREAM_PACKAGE) for klass in owners):
+        return None
+    return "upstream" if owners[0].__module__.startswith(UPSTREAM_PACKAGE) else "project"
+
+
+def pytest_collection_modifyitems(items):
+    # Carried in user_properties so that each report, from an xdist worker too, says whose test it is.
+    for item in items:
+        owner = _upstream_test_owner(item)
+        if owner:
+            item.user_properties.append(("upstream_test", owner))
+
+
+def pytest_runtest_logreport(report):
+    owner = dict(report.user_properties).get("upstream_test")
+    if owner is None:
+        return
+    if report.skipped:
+        UPSTREAM_COUNTS["skipped by the mixins' own conditions" if owner == "upstream" else "skipped by MedVL"] += 1
+    elif report.when == "call" or (report.when == "setup" and report.failed):
+        UPSTREAM_COUNTS["ran"] += 1
+
+
+def _empty_stand_ins() -> list[str]:
+    """transformers' mixins that fetch_transformers_tests.py writes as empty classes: their tests exist nowhere."""
+    from fetch_transformers_tests import STAND_INS
+
+    return [f"{name} ({path})" for path, text in STAND_INS.items()
+            for name in re.findall(r"^class (\w+):\n    pass$", text, flags=re.MULTILINE)]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many of transformers' common tests ran and how many were skipped by whom, so that a stand-in or a broad
+    skip shows in every run's summary."""
+    if not UPSTREAM_COUNTS:
+        return
+    counts = ", ".join(f"{UPSTREAM_COUNTS[key]} {key}" for key in
+                       ("ran", "skipped by the mixins' own conditions", "skipped by MedVL"))
+    terminalreporter.write_sep("=", "transformers' common tests")
+    terminalreporter.write_line(f"transformers {transformers.__version__}: {counts}")
+    terminalreporter.write_line("not in the source distribution, so empty stand-ins with no tests: "
+                                + ", ".join(_empty_stand_ins())
+                                + "; MedVL's own tests cover generation (tests/test_model_generation*.py)")
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,8 @@
 
 import unittest
 
+import numpy as np
+from PIL import Image
 from conftest import import_upstream_tests
 
 import_upstream_tests()
@@ -50,6 +52,18 @@ class MedVLProcessorTest(ProcessorTesterMixin, unittest.TestCase):
         texts = super().prepare_text_inputs(batch_size=batch_size, modalities=modalities)
         return texts.strip() if isinstance(texts, str) else [text.strip() for text in texts]
 
-    @unittest.skip("MedVL pairs exactly one image with each text; a text without its image is refused by design")
     def test_processor_text_has_no_visual(self):
-        pass
+        """The mixin's version mixes text-only samples into an image batch (`images=[[], [image], [image]]`). MedVL's
+        model reads one image per text, so the processor refuses such a batch with the counts, rather than return
+        inputs that the model refuses later; texts alone (a text-side batch, e.g. zero-shot prompts) are processed
+        exactly as in a paired call."""
+        processor = self.get_processor()
+        texts = self.prepare_text_inputs(batch_size=3)
+        images = [Image.fromarray(np.full((30, 40, 3), 60 * i, dtype=np.uint8)) for i in range(3)]
+        paired = processor(images=[[image] for image in images], text=texts, return_tensors="pt", padding=True)
+        text_only = processor(text=texts, return_tensors="pt", padding=True)
+        self.assertNotIn("pixel_values", text_only)
+        self.assertEqual(text_only["input_ids"].tolist(), paired["input_ids"].tolist())
+        with self.assertRaisesRegex(ValueError, r"got 2 image\(s\) and 3 text\(s\)"):
+            processor(images=[[]] + [[image] for image in images[1:]], text=["lower newer"] + texts[1:],
+                      return_tensors="pt", padding=True)
