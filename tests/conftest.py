@@ -35,21 +35,24 @@ def import_upstream_tests():
             sys.path.insert(0, str(path))
 
 
-UPSTREAM_PACKAGE = "transformers_tests"  # the name tests/fetch_transformers_tests.py gives the fetched tests
+# The packages tests/fetch_transformers_tests.py unpacks upstream common tests into, and whose tests they are.
+UPSTREAM_PACKAGES = {"transformers_tests": "transformers", "peft_tests": "peft"}
+OUTCOMES = ("ran", "skipped by the mixins' own conditions", "skipped by MedVL")
 UPSTREAM_COUNTS = Counter()
 
 
-def _upstream_test_owner(item) -> str | None:
-    """"upstream" for a test one of transformers' mixins defines and MedVL leaves as it is, "project" for one a MedVL
-    class redefines (an override, or a skip set on it); None for MedVL's own tests."""
+def _upstream_test_owner(item) -> tuple[str, str] | None:
+    """(library, "upstream") for a test one of the library's mixins defines and MedVL leaves as it is, (library,
+    "project") for one a MedVL class redefines (an override, or a skip set on it); None for MedVL's own tests."""
     cls = getattr(item, "cls", None)
-    name = getattr(item, "originalname", None) or item.name
     if cls is None:
         return None
-    owners = [klass for klass in cls.__mro__ if name in vars(klass)]
-    if not any(klass.__module__.startswith(UPSTREAM_PACKAGE) for klass in owners):
+    name = getattr(item, "originalname", None) or item.name
+    owners = [UPSTREAM_PACKAGES.get(klass.__module__.split(".")[0]) for klass in cls.__mro__ if name in vars(klass)]
+    library = next((library for library in owners if library), None)
+    if library is None:
         return None
-    return "upstream" if owners[0].__module__.startswith(UPSTREAM_PACKAGE) else "project"
+    return library, "upstream" if owners[0] else "project"
 
 
 def pytest_collection_modifyitems(items):
@@ -64,10 +67,11 @@ def pytest_runtest_logreport(report):
     owner = dict(report.user_properties).get("upstream_test")
     if owner is None:
         return
+    library, defined_by = owner
     if report.skipped:
-        UPSTREAM_COUNTS["skipped by the mixins' own conditions" if owner == "upstream" else "skipped by MedVL"] += 1
+        UPSTREAM_COUNTS[library, OUTCOMES[1] if defined_by == "upstream" else OUTCOMES[2]] += 1
     elif report.when == "call" or (report.when == "setup" and report.failed):
-        UPSTREAM_COUNTS["ran"] += 1
+        UPSTREAM_COUNTS[library, OUTCOMES[0]] += 1
 
 
 def _empty_stand_ins() -> list[str]:
@@ -79,17 +83,19 @@ def _empty_stand_ins() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many of transformers' common tests ran and how many were skipped by whom, so that a stand-in or a broad
-    skip shows in every run's summary."""
-    if not UPSTREAM_COUNTS:
+    """How many upstream common tests ran and how many were skipped by whom, so that a stand-in or a broad skip
+    shows in every run's summary."""
+    libraries = sorted({library for library, _ in UPSTREAM_COUNTS})
+    if not libraries:
         return
-    counts = ", ".join(f"{UPSTREAM_COUNTS[key]} {key}" for key in
-                       ("ran", "skipped by the mixins' own conditions", "skipped by MedVL"))
-    terminalreporter.write_sep("=", "transformers' common tests")
-    terminalreporter.write_line(f"transformers {transformers.__version__}: {counts}")
-    terminalreporter.write_line("not in the source distribution, so empty stand-ins with no tests: "
-                                + ", ".join(_empty_stand_ins())
-                                + "; MedVL's own tests cover generation (tests/test_model_generation*.py)")
+    terminalreporter.write_sep("=", "upstream common tests")
+    for library in libraries:
+        counts = ", ".join(f"{UPSTREAM_COUNTS[library, outcome]} {outcome}" for outcome in OUTCOMES)
+        terminalreporter.write_line(f"{library} {sys.modules[library].__version__}: {counts}")
+    if "transformers" in libraries:
+        terminalreporter.write_line("not in transformers' source distribution, so empty stand-ins with no tests: "
+                                    + ", ".join(_empty_stand_ins())
+                                    + "; MedVL's own tests cover generation (tests/test_model_generation*.py)")
 
 
 @pytest.fixture(autouse=True)
