@@ -111,15 +111,25 @@ def test_linear_warmup_then_cosine_to_zero():
     assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 1e-5
 
 
-@pytest.mark.parametrize("name", ["pretrain_tiny_synthcxr", "pretrain_tiny_synthcxr_600", "pretrain_swin384",
-                                  "pretrain_swin512", "pretrain_vitl14_336"])
-def test_shipped_configs_parse_and_their_presets_exist(name):
+@pytest.mark.parametrize("name, preset, image_size", [
+    ("pretrain_tiny_synthcxr", "tiny-convnext", 64),
+    ("pretrain_tiny_synthcxr_600", "tiny-convnext", 64),
+    ("pretrain_swin384", "swin-base-384", 384),
+    ("pretrain_swin512", "swin-base-512", 512),
+    ("pretrain_vitl14_336", "vit-l14-336", 336),
+])
+def test_shipped_configs_parse_and_train_at_their_presets_image_size(name, preset, image_size):
+    """Each shipped config names the preset its file name and comment promise, that preset's images are the size
+    the name says, and the SynthCXR data it ships with (if any) is drawn at that size, not resized."""
     from modeling_medvl import MedVLConfig
 
     model_args, _, train_args = parse_pretrain_args(
         ["--config", str(CONFIGS / f"{name}.yaml"), "--data", "synthcxr:n=8", "--output_dir", "x"]
     )
-    config = MedVLConfig.from_preset(model_args.model_preset)
+    assert model_args.model_preset == preset
+    assert MedVLConfig.from_preset(model_args.model_preset).vision_config.image_size == image_size
     if train_args.global_batch_size:
         assert train_args.global_batch_size % train_args.per_device_batch_size == 0
-    assert config.vision_config.image_size in (64, 336, 384, 512)
+    for source in yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()).get("data", []):
+        if source.startswith("synthcxr:"):
+            assert f"size={image_size}" in source.split(":", 1)[1].split(","), source
