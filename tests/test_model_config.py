@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import initialization as init
 
+from helpers import text_batch, tiny_config
+
 from modeling_medvl import MedVLConfig, MedVLForPreTraining, MedVLTextConfig, MedVLVisionConfig
 
 PRESETS = ("tiny", "swin-base-384", "swin-base-512", "vit-l14-336")
@@ -83,8 +85,26 @@ def test_unknown_preset_is_named():
 
 
 def test_ablation_settings_are_valid_together():
-    MedVLConfig.from_preset("tiny", fusion_type="none", itm_weight=0.0)
-    MedVLConfig.from_preset("vit-l14-336", fusion_type="merged")
+    """The ablation's cells: fusion_type="none" (with itm_weight=0, as ablate.py sets it) builds no fusion layers and
+    trains on ITC and MLM alone; "merged" on the CLIP-style preset (causal text, no MLM) trains on ITC and ITM."""
+    torch.manual_seed(0)
+    pixel_values, input_ids, attention_mask = text_batch(batch=4, lengths=(10, 6, 8, 7))
+    inputs = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+              "return_loss": True}
+    unfused = MedVLForPreTraining(tiny_config(fusion_type="none", itm_weight=0.0))
+    assert unfused.medvl.fusion is None
+    output = unfused(**inputs)
+    assert set(output.loss_terms) == {"itc", "mlm"}
+    torch.testing.assert_close(output.loss, output.loss_terms["itc"] + output.loss_terms["mlm"])
+
+    clip_style = MedVLConfig.from_preset("vit-l14-336", fusion_type="merged")
+    assert clip_style.fusion_type == "merged" and clip_style.text_config.is_causal and clip_style.mlm_weight == 0
+    # The same settings at the tiny size, run.
+    text = {key: getattr(clip_style.text_config, key) for key in ("is_causal", "pooling")}
+    merged = MedVLForPreTraining(tiny_config(fusion_type="merged", mlm_weight=0.0, text_config=text))
+    assert merged.medvl.fusion.fusion_type == "merged" and merged.config.text_config.is_causal
+    output = merged(**inputs)
+    assert set(output.loss_terms) == {"itc", "itm"} and torch.isfinite(output.loss)
 
 
 @pytest.mark.parametrize("config_class", [MedVLConfig, MedVLVisionConfig, MedVLTextConfig])
