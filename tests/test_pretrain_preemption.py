@@ -1,12 +1,15 @@
 """Preemption (issue 16): a pretraining run sent SIGTERM mid-run finishes its step, saves a complete checkpoint,
 records why it stopped and returns normally (exit status 0); `--resume_from latest` then continues to the same losses
 as an uninterrupted run, skipping a half-written checkpoint. In one process (the signal is sent from the `after_step`
-hook, between steps as a scheduler's would land); the 2-process version is left to tests/test_pretrain_resume.py's
-launcher pattern."""
+hook, between steps as a scheduler's would land); the 2-process run is in tests/test_pretrain_resume.py. `medvl launch`
+passes SIGUSR1 (which kills a bare `accelerate launch`) on to its ranks and exits 0."""
 
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,11 @@ from processing.synthcxr import generate_synthcxr
 from processing.tokenizer_training import train_clinical_tokenizer
 from train import pretrain
 from train.user_errors import UserError
+
+from accelerate_launching import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+WAIT_FOR_SIGNAL = Path(__file__).resolve().parent / "scripts" / "wait_for_signal.py"
 
 MAX_STEPS, SIGNAL_AFTER = 5, 2
 
@@ -70,3 +78,20 @@ def test_sigterm_saves_stops_and_resumes_exactly(tmp_path, tokenizer):
     assert len({round(loss, 6) for _, loss in expected}) == MAX_STEPS  # the curve moves
     for (step, loss), (_, ref) in zip(got, expected):
         assert loss == pytest.approx(ref, rel=1e-6, abs=1e-7), f"step {step}"
+
+
+def test_medvl_launch_passes_sigusr1_on_to_the_ranks_and_exits_0(tmp_path):
+    command = [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               str(WAIT_FOR_SIGNAL), str(tmp_path)]
+    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"ready-{rank}").is_file() for rank in (0, 1)):
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGUSR1)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, stderr[-3000:]
+    assert [(tmp_path / f"got-{rank}").read_text() for rank in (0, 1)] == ["SIGUSR1", "SIGUSR1"]
+    assert "medvl launch: SIGUSR1 passed on to the training processes" in stderr and "Traceback" not in stderr

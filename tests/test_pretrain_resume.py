@@ -1,7 +1,15 @@
 """Exact resume: a 2-process pretraining run killed with SIGKILL after its step-4 checkpoint and
-resumed from `checkpoint-last` repeats the uninterrupted run's loss curve and final weights."""
+resumed from `checkpoint-last` repeats the uninterrupted run's loss curve and final weights; one
+sent SIGTERM mid-run under `medvl launch` (launcher and ranks, as SLURM signals a job) finishes
+the step on both ranks, checkpoints it, exits with status 0, and `--resume_from latest` repeats
+the uninterrupted run's losses."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,12 +19,16 @@ from safetensors.torch import load_file
 from processing.synthcxr import generate_synthcxr
 from processing.tokenizer_training import train_clinical_tokenizer
 
-from accelerate_launching import launch_two_processes
+from accelerate_launching import free_port, launch_two_processes
+
+from train import checkpointing as ckpt
 
 REPO = Path(__file__).resolve().parent.parent
 PRETRAIN = REPO / "train" / "pretrain.py"
 KILLED = Path(__file__).resolve().parent / "scripts" / "pretrain_killed_mid_run.py"
+PAUSED = Path(__file__).resolve().parent / "scripts" / "pretrain_paused_for_signal.py"
 MAX_STEPS, SAVE_STEPS, KILL_AT = 6, 2, 5
+SIGNAL_AFTER = 2  # the signal lands between steps 2 and 3: step 3 (not a save step) is finished and checkpointed
 
 
 def launch(script, *arguments, expect_success=True):
@@ -94,3 +106,46 @@ def test_checkpoint_rotation_and_pointer(runs):
     assert (state["step"], state["epoch"], state["step_in_epoch"], state["num_processes"]) == (6, 1, 3, 2)
     assert (run / "checkpoint-best" / "model.safetensors").is_file()
     assert (run / "loss_curve.png").stat().st_size > 0
+
+
+def wait_for(condition, process, log, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the launch ended early:\n{log.read_text()[-6000:]}"
+        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-6000:]}"
+        time.sleep(0.1)
+
+
+def test_sigterm_to_a_two_process_launch_checkpoints_and_resumes_exactly(runs):
+    root, _ = runs
+    run, gate, log = root / "preempted", root / "gate", root / "preempted.log"
+    gate.mkdir()
+    command = [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               str(PAUSED), str(SIGNAL_AFTER), str(gate), *map(str, run_arguments(run, root / "tokenizer"))]
+    with open(log, "w") as output:
+        launcher = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    ranks = [gate / f"paused-{rank}" for rank in (0, 1)]
+    wait_for(lambda: all(marker.is_file() for marker in ranks), launcher, log)
+    for pid in [launcher.pid] + [int(marker.read_text()) for marker in ranks]:
+        os.kill(pid, signal.SIGTERM)
+    (gate / "go").touch()
+    assert launcher.wait(timeout=300) == 0, log.read_text()[-6000:]
+
+    output = log.read_text()
+    stopped = SIGNAL_AFTER + 1
+    assert "Traceback" not in output, output[-6000:]
+    assert output.count(f"step {stopped}: SIGTERM received") == 2, output[-6000:]  # each rank, at the same step
+    assert "medvl launch: SIGTERM passed on to the training processes" in output
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert (summary["stop_reason"], summary["steps"], summary["num_processes"]) == ("preempted:SIGTERM", stopped, 2)
+    assert (run / "checkpoint-last").resolve().name == f"checkpoint-{stopped}"
+    assert ckpt.checkpoint_problem(run / f"checkpoint-{stopped}") is None
+    assert {"rng_state_0.pt", "rng_state_1.pt"} <= {p.name for p in (run / f"checkpoint-{stopped}").iterdir()}
+
+    launch(PRETRAIN, *run_arguments(run, root / "tokenizer"), "--resume_from", "latest")
+    reference, resumed = train_losses(root / "uninterrupted"), train_losses(run)
+    assert [step for step, _, _ in resumed] == list(range(1, MAX_STEPS + 1))
+    for (step, loss, _), (_, ref_loss, _) in zip(resumed, reference):
+        assert loss == pytest.approx(ref_loss, rel=1e-6, abs=1e-7), f"step {step}"

@@ -2,6 +2,8 @@
 `register(subparsers)` function, imported only when that group is named."""
 
 import importlib
+import os
+import signal
 import sys
 
 from train.user_errors import DEBUG_FLAG, EXIT_USER_ERROR, ArgumentParser, run_main
@@ -14,18 +16,28 @@ COMMAND_GROUPS = {
     "push": ("train.cli_export", "upload an exported folder to the Hub (--dry-run lists it)"),
 }
 LAUNCH_HELP = ("`accelerate launch` (same options) of a training script; a mistake in the script's arguments ends "
-               "it with the script's one error line, without accelerate's traceback")
+               "it with the script's one error line, without accelerate's traceback; SIGTERM or SIGUSR1 reach the "
+               "training processes, which checkpoint and stop")
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# The signals torch elastic passes on to the ranks (torchrun's --signals-to-handle, read from PET_SIGNALS_TO_HANDLE):
+# its default list lacks SIGUSR1, whose default action kills the launcher and leaves the ranks running.
+ELASTIC_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 
 
 def launch(argv):
     """`medvl launch [accelerate launch options] train/pretrain.py [script options]`: accelerate's launch command in
     this process. When the script stopped on a user error (status 2; rank 0 printed the line) this exits with status 2
     and nothing more, where `accelerate launch` re-raises the child's failure (CalledProcessError, or torch elastic's
-    ChildFailedError with its log lines); any other failure keeps accelerate's report."""
+    ChildFailedError with its log lines); any other failure keeps accelerate's report.
+
+    SIGTERM or SIGUSR1 (a scheduler's notice of preemption) is passed on to the training processes; the launcher waits
+    for them (30 s, or TORCH_ELASTIC_SHUTDOWN_TIMEOUT; a training run finishes its step, checkpoints and stops) and
+    exits with status 0 and one line, where accelerate ends with torch elastic's SignalException traceback."""
     import logging
     import subprocess
 
     from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     if not argv or argv[0] in ("-h", "--help"):
@@ -34,8 +46,15 @@ def launch(argv):
     elastic_logger = logging.getLogger("torch.distributed.elastic")
     level = elastic_logger.level
     elastic_logger.setLevel(logging.CRITICAL)  # its "failed (exitcode: 2)" lines; a real failure re-raises below
+    os.environ.setdefault("PET_SIGNALS_TO_HANDLE", ELASTIC_SIGNALS)
     try:
         launch_command(launch_command_parser().parse_args(argv))
+    except SignalException as error:
+        if error.sigval not in PREEMPTION_SIGNALS:
+            raise
+        print(f"medvl launch: {error.sigval.name} passed on to the training processes, which have ended (a training "
+              "run saves a checkpoint first: continue with --resume_from latest)", file=sys.stderr, flush=True)
+        return 0
     except subprocess.CalledProcessError as error:
         if error.returncode != EXIT_USER_ERROR:
             raise
