@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -60,8 +61,19 @@ def test_preview_generates_on_the_fly_with_a_mix(tmp_path):
         "pneumothorax=1",
     ]
     assert main(args) == 0
-    pixels = Image.open(sheet_path).convert("L")
-    assert pixels.size[1] == 64 + 16 and pixels.getextrema()[1] > 200, "report text is drawn"
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB")).astype(int)
+    # Three cells in a row, each a 64 px tile then (8 px on) a text column, 1.25 tiles wide with its 8 px margins.
+    cell_width = 8 + 64 + 80 + 8
+    assert sheet.shape == (64 + 16, 3 * cell_width, 3)
+    for cell in range(3):
+        text_column = sheet[:, cell * cell_width + 8 + 64 + 8 : (cell + 1) * cell_width]
+        red, green, blue = text_column[..., 0], text_column[..., 1], text_column[..., 2]
+        # The title is yellow (blue far below red); the report's lines are light grey.
+        title = (red > 200) & (red - blue > 100)
+        report = (red > 150) & (abs(red - green) < 12) & (abs(green - blue) < 12)
+        assert title.sum() > 20, f"cell {cell}: no title"
+        assert report.sum() > 50, f"cell {cell}: no report text drawn"
+        assert report.any(axis=1).sum() >= 2 * 6, f"cell {cell}: the report's lines fill a few rows of glyphs"
 
 
 def test_bad_mix_is_named(tmp_path, capsys):
