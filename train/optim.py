@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the warmup + cosine learning-rate schedule of the papers' recipe."""
+"""AdamW parameter groups, the warmup + cosine learning-rate schedule of the papers' recipe, and its check."""
 
 import torch
 from torch import nn
@@ -56,4 +56,28 @@ def build_scheduler(optimizer, warmup_steps: int, max_steps: int):
     return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
 
 
-__all__ = ["parameter_groups", "is_decay_exempt", "build_optimizer", "build_scheduler"]
+def schedule_warnings(max_steps: int, warmup_steps: int, eval_steps: int, save_steps: int, evaluating: bool,
+                      early_stopping_patience: int | None) -> list:
+    """What of the run's schedule falls outside its `max_steps` (one message per problem, with the numbers).
+
+    A recipe written for one data set can be run on another with a different number of steps per epoch:
+    evaluation and saving that never fire, a warmup that never ends, or early stopping that can never stop
+    are silent until the run is over."""
+    messages = []
+    if evaluating and eval_steps > max_steps:
+        messages.append(f"eval_steps {eval_steps} > max_steps {max_steps}: the run of {max_steps} steps never "
+                        "evaluates, so no best checkpoint and no early stopping")
+    if save_steps > max_steps:
+        messages.append(f"save_steps {save_steps} > max_steps {max_steps}: the run of {max_steps} steps saves "
+                        "only its final checkpoint")
+    if warmup_steps >= max_steps:
+        messages.append(f"warmup of {warmup_steps} steps covers the whole run of {max_steps} steps: the learning "
+                        "rate never decays")
+    if evaluating and eval_steps and early_stopping_patience and early_stopping_patience * eval_steps > max_steps:
+        messages.append(f"early_stopping_patience {early_stopping_patience} x eval_steps {eval_steps} = "
+                        f"{early_stopping_patience * eval_steps} steps > max_steps {max_steps}: the run of "
+                        f"{max_steps} steps can never stop early")
+    return messages
+
+
+__all__ = ["parameter_groups", "is_decay_exempt", "build_optimizer", "build_scheduler", "schedule_warnings"]

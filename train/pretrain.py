@@ -28,6 +28,7 @@ from accelerate.utils import (
     ProjectConfiguration,
     is_mps_available,
     is_xpu_available,
+    parse_flag_from_env,
     set_seed,
 )
 from tqdm.auto import tqdm
@@ -47,7 +48,7 @@ from train.data_sources import default_validation_spec, load_source, load_traini
 from train.logging_utils import (
     LOSS_CURVE_FILE, MetricsHistory, get_logger, plot_loss_curves, tensorboard_hparams, term_priors,
 )
-from train.optim import build_optimizer, build_scheduler
+from train.optim import build_optimizer, build_scheduler, schedule_warnings
 from train.pretrain_setup import build_model, build_processor, prepare_tokenizer, preset_config, token_ids
 from train.run_config import (
     args_as_dict,
@@ -64,6 +65,26 @@ logger = get_logger()
 
 def accelerator_device_available() -> bool:
     return torch.cuda.is_available() or is_xpu_available() or is_mps_available()
+
+
+def refuse_unsupported_launch():
+    """Refuse, before any work, the `accelerate launch` back-ends this loop cannot run.
+
+    DeepSpeed: the exact-accumulation step runs its own micro-batch loop (one backward each, synced on the last) and
+    steps the optimizer once; a DeepSpeed engine counts every backward as a micro-step of its own, so it would step
+    per micro-batch and break the exact global-batch loss. FSDP: checkpoints and evaluation read the unwrapped
+    model, whose weights FSDP shards, so a checkpoint would hold only this rank's shard."""
+    # Set by `accelerate launch` for a DeepSpeed or FSDP config.
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        raise UserError(
+            "DeepSpeed is not supported by pretrain.py (it would step the optimizer once per micro-batch): launch "
+            "with DDP instead (--multi_gpu, or --config_file train/configs/accelerate_1node_8gpu_ddp.yaml)"
+        )
+    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        raise UserError(
+            "FSDP is not supported by pretrain.py yet (its checkpoints would hold one rank's shard of the weights): "
+            "launch with DDP instead (--multi_gpu, or --config_file train/configs/accelerate_1node_8gpu_ddp.yaml)"
+        )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -85,6 +106,7 @@ class PretrainingRun:
             find_unused = bool(model_args.model_name_or_path) or min(
                 config.itc_weight, config.mlm_weight, config.itm_weight
             ) == 0
+        refuse_unsupported_launch()
         self.accelerator = Accelerator(
             # Without cpu=True, accelerate treats each rank of a multi-process CPU launch as a lone process.
             cpu=not accelerator_device_available(),
@@ -297,6 +319,15 @@ class PretrainingRun:
             logger.info(f"one checkpoint: about {ckpt.readable_size(size)}; up to "
                         f"{min(saves, args.save_total_limit)} kept")
 
+    def _check_schedule(self):
+        """Before the first step: warn, with the numbers, when eval, save or warmup fall outside the run."""
+        args = self.args
+        per_epoch = f" ({self.steps_per_epoch} steps per epoch)" if self.steps_per_epoch else ""
+        for message in schedule_warnings(self.max_steps, self.warmup_steps, args.eval_steps, args.save_steps,
+                                         self.validation_data is not None, args.early_stopping_patience):
+            logger.warning(f"{message}{per_epoch}: set --max_steps / --num_epochs, --eval_steps, --save_steps or "
+                           "--warmup_steps to fit")
+
     # ------------------------------------------------------------------------------------- data
     def _epoch_batches(self):
         acc, args, state = self.accelerator, self.args, self.state
@@ -322,9 +353,8 @@ class PretrainingRun:
 
     # ------------------------------------------------------------------------------------ steps
     def _train_step(self, micro_batches):
+        """One optimizer step. `micro_batches` stay on the host: the step moves one at a time to the device."""
         acc, args, state = self.accelerator, self.args, self.state
-        device = acc.device
-        micro_batches = [{k: v.to(device) for k, v in batch.items()} for batch in micro_batches]
         self.model.train()
         losses = self.step_fn(self.model, micro_batches)
         grad_norm = float("nan")
@@ -334,11 +364,20 @@ class PretrainingRun:
             else:
                 grads = [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
                 grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
-        finite = losses.finite and math.isfinite(grad_norm)
-        if finite:
+        # fp16: the grad scaler decides. Its step skips the update on an overflow (inf/NaN gradients) and its update
+        # lowers the scale; skipping its step instead would leave the gradients unscaled-but-not-updated, and the
+        # next unscale_() would raise. Without a scaler a non-finite gradient skips the step here.
+        scaler_decides = losses.finite and acc.scaler is not None
+        if scaler_decides or (losses.finite and math.isfinite(grad_norm)):
             self.optimizer.step()
+        finite = losses.finite and math.isfinite(grad_norm) and not (scaler_decides and acc.optimizer_step_was_skipped)
+        if finite:
             self.unwrapped.clamp_logit_scale_()  # the forward only guards it: keep the parameter itself in range
             state["consecutive_nonfinite"] = 0
+        elif scaler_decides:  # an fp16 overflow is the scaler's normal back-off, not a diverging loss
+            state["skipped_steps"] += 1
+            logger.warning(f"step {state['step'] + 1}: fp16 gradient overflow (grad norm {grad_norm}); the grad scaler "
+                           f"skipped the update and lowered its scale to {acc.scaler.get_scale():g}")
         else:
             state["consecutive_nonfinite"] += 1
             state["skipped_steps"] += 1
@@ -358,6 +397,7 @@ class PretrainingRun:
         record = {
             "kind": "train", "step": step, "loss": losses.loss, "terms": losses.terms, "lr": lr,
             "logit_scale": losses.logit_scale, "grad_norm": grad_norm, "skipped": not finite,
+            "replay_error": losses.replay_error,
             "pairs_per_second": self.global_batch / seconds,
         }
         if self.accelerator.is_main_process:
@@ -435,6 +475,7 @@ class PretrainingRun:
             for key, value in values.items():
                 logger.info(f"config {key} = {value}")
             logger.info(f"resolved {self._resolved_values()}")
+            self._check_schedule()
             self._check_disk_space()
         acc.init_trackers("pretrain", config=tensorboard_hparams(values))
         progress = tqdm(total=self.max_steps, initial=state["step"], desc="pretrain", dynamic_ncols=True,
