@@ -11,8 +11,9 @@ import yaml
 
 from modeling_medvl import (MedVLConfig, MedVLForConditionalGeneration, MedVLForImageClassification,
                             MedVLForPreTraining, MedVLForQuestionAnswering)
+from helpers import synthcxr_tokenizer
+
 from processing.synthcxr import generate_synthcxr
-from processing.tokenizer_training import train_clinical_tokenizer
 from train.lora_presets import LoraSpec, apply_lora
 from train.pretrain_setup import build_processor, token_ids
 
@@ -22,8 +23,7 @@ ANSWERS = ["yes", "no", "left", "right"]
 
 @lru_cache(maxsize=1)
 def _tiny_processor():
-    tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(64, size=16, seed=0)], vocab_size=400)
-    return build_processor(tokenizer, 64)
+    return build_processor(synthcxr_tokenizer(64, vocab_size=400), 64)
 
 
 def tiny_processor_and_config():

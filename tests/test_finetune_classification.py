@@ -20,12 +20,13 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from helpers import synthcxr_tokenizer
 from readers_fixtures import write_image
 from safetensors.torch import load_file, save_file
 from transformers import HfArgumentParser
 
 from modeling_medvl import MedVLConfig, MedVLForPreTraining, MedVLModel
-from processing import generate_synthcxr, train_clinical_tokenizer
+from processing import generate_synthcxr
 from processing.chexpert import CHEXPERT_LABELS
 from processing.image_processing_medvl import MedVLImageProcessor
 from processing.processing_medvl import MedVLProcessor
@@ -151,7 +152,7 @@ def test_lora_trains_a_small_adapter_that_merges_exactly(lora_run, full_run, cac
 def pretraining_checkpoint(tmp_path_factory):
     """A tiny MedVLForPreTraining (tiny-convnext) with its processor, vision weights moved off their fresh values."""
     folder = tmp_path_factory.mktemp("pretrained") / "checkpoint-best"
-    tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(64, size=16, seed=0)], vocab_size=400)
+    tokenizer = synthcxr_tokenizer(64, vocab_size=400)
     config = MedVLConfig.from_preset("tiny-convnext", text_config=token_ids(tokenizer))
     model = MedVLForPreTraining(config)
     with torch.no_grad():

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from processing.synthcxr import generate_synthcxr
-from processing.tokenizer_training import train_clinical_tokenizer
 from train import pretrain
 from train.user_errors import UserError
 
 from accelerate_launching import free_port
+from helpers import synthcxr_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_FOR_SIGNAL = Path(__file__).resolve().parent / "scripts" / "wait_for_signal.py"
@@ -42,8 +41,7 @@ def train_losses(output_dir):
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("preemption") / "tokenizer"
-    train_clinical_tokenizer([s.report for s in generate_synthcxr(48, size=16, seed=0)],
-                             vocab_size=400).save_pretrained(folder)
+    synthcxr_tokenizer(48, vocab_size=400).save_pretrained(folder)
     return folder
 
 

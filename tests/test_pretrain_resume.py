@@ -16,10 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from processing.synthcxr import generate_synthcxr
-from processing.tokenizer_training import train_clinical_tokenizer
-
 from accelerate_launching import free_port, launch_two_processes
+from helpers import synthcxr_tokenizer
 
 from train import checkpointing as ckpt
 
@@ -58,8 +56,7 @@ def train_losses(output_dir):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(96, size=16, seed=0)], vocab_size=500)
-    tokenizer.save_pretrained(root / "tokenizer")
+    synthcxr_tokenizer(96, vocab_size=500).save_pretrained(root / "tokenizer")
     launch(PRETRAIN, *run_arguments(root / "uninterrupted", root / "tokenizer"))
     killed = launch(KILLED, KILL_AT, *run_arguments(root / "resumed", root / "tokenizer"), expect_success=False)
     assert killed.returncode != 0, "the run meant to be killed finished normally"
