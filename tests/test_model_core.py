@@ -5,36 +5,21 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import text_batch, tiny_config
 from PIL import Image
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertForMaskedLM, CLIPImageProcessor, PreTrainedTokenizerFast, pipeline
 
-from modeling_medvl import MedVLConfig, MedVLForPreTraining, MedVLModel, contrastive_loss
+from modeling_medvl import MedVLForPreTraining, MedVLModel, contrastive_loss
 from modeling_medvl.losses_medvl import mask_tokens
 
 TINY_VIT = dict(embed_dim=128, depth=3, num_heads=4, patch_size=8, img_size=64)
 
 
-def make_batch(batch=3, length=10, lengths=(10, 6, 8)):
-    pixel_values = torch.randn(batch, 3, 64, 64)
-    input_ids = torch.randint(4, 1000, (batch, length))
-    input_ids[:, 0] = 1
-    attention_mask = torch.zeros(batch, length, dtype=torch.long)
-    for row, real in enumerate(lengths[:batch]):
-        attention_mask[row, :real] = 1
-        input_ids[row, real - 1] = 2
-        input_ids[row, real:] = 0
-    return pixel_values, input_ids, attention_mask
-
-
-def tiny(**overrides):
-    return MedVLConfig.from_preset("tiny", **overrides)
-
-
 def test_model_outputs_scaled_similarities_with_clamped_temperature():
-    model = MedVLModel(tiny()).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    model = MedVLModel(tiny_config()).eval()
+    pixel_values, input_ids, attention_mask = text_batch()
     with torch.no_grad():
         model.logit_scale.fill_(10.0)  # exp(10) far above the clamp
         output = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
@@ -50,8 +35,8 @@ def test_model_outputs_scaled_similarities_with_clamped_temperature():
 
 
 def test_unpaired_batches_score_every_image_against_every_text():
-    model = MedVLModel(tiny()).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    model = MedVLModel(tiny_config()).eval()
+    pixel_values, input_ids, attention_mask = text_batch()
     output = model(input_ids=input_ids, pixel_values=pixel_values[:1], attention_mask=attention_mask)
     assert output.logits_per_image.shape == (1, 3) and output.fused_hidden_state is None
     with pytest.raises(ValueError, match="1 images but input_ids holds 3 texts"):
@@ -61,8 +46,8 @@ def test_unpaired_batches_score_every_image_against_every_text():
 @pytest.mark.parametrize("fusion_type", ["cross_attention", "merged", "none"])
 def test_pretraining_reports_each_term_and_the_weighted_sum(fusion_type):
     itm_weight = 0.0 if fusion_type == "none" else 3.0
-    model = MedVLForPreTraining(tiny(fusion_type=fusion_type, itc_weight=0.5, mlm_weight=2.0, itm_weight=itm_weight))
-    pixel_values, input_ids, attention_mask = make_batch()
+    model = MedVLForPreTraining(tiny_config(fusion_type=fusion_type, itc_weight=0.5, mlm_weight=2.0, itm_weight=itm_weight))
+    pixel_values, input_ids, attention_mask = text_batch()
     output = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
     expected_terms = {"itc", "mlm"} | ({"itm"} if itm_weight else set())
     assert set(output.loss_terms) == expected_terms
@@ -76,22 +61,22 @@ def test_pretraining_reports_each_term_and_the_weighted_sum(fusion_type):
 
 
 def test_loss_terms_select_what_is_computed():
-    model = MedVLForPreTraining(tiny()).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    model = MedVLForPreTraining(tiny_config()).eval()
+    pixel_values, input_ids, attention_mask = text_batch()
     output = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                    loss_terms=("mlm", "itm"))
     assert set(output.loss_terms) == {"mlm", "itm"}
     assert output.itm_labels[:3].tolist() == [1, 1, 1] and (output.itm_labels[3:] == 0).all()
     with pytest.raises(ValueError, match="Unknown loss term"):
         model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, loss_terms=("clip",))
-    no_fusion = MedVLForPreTraining(tiny(fusion_type="none", itm_weight=0.0))
+    no_fusion = MedVLForPreTraining(tiny_config(fusion_type="none", itm_weight=0.0))
     with pytest.raises(ValueError, match="fusion"):
         no_fusion(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, loss_terms=("itm",))
 
 
 def test_given_mlm_inputs_are_used_and_only_labelled_positions_count():
-    model = MedVLForPreTraining(tiny()).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    model = MedVLForPreTraining(tiny_config()).eval()
+    pixel_values, input_ids, attention_mask = text_batch()
     labels = torch.full_like(input_ids, -100)
     labels[0, 3] = input_ids[0, 3]
     masked = input_ids.clone()
@@ -106,7 +91,7 @@ def test_given_mlm_inputs_are_used_and_only_labelled_positions_count():
 
 
 def test_bert_masking_never_touches_special_or_padding_tokens():
-    _, input_ids, attention_mask = make_batch()
+    _, input_ids, attention_mask = text_batch()
     masked, labels = mask_tokens(input_ids, attention_mask, 3, 1000, [0, 1, 2, 3], 0.5)
     picked = labels != -100
     assert picked.any(dim=1).all(), "every text with maskable tokens gets at least one prediction"
@@ -130,9 +115,9 @@ def test_contrastive_loss_matches_clip_formula_in_one_process():
 
 @pytest.mark.parametrize("fusion_type, causal", [("cross_attention", False), ("merged", False), ("cross_attention", True)])
 def test_sdpa_and_eager_attention_agree(fusion_type, causal):
-    config = tiny(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
+    config = tiny_config(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
     model = MedVLModel(config).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    pixel_values, input_ids, attention_mask = text_batch()
     with torch.no_grad():
         sdpa = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, compute_fusion=True)
         model.set_attn_implementation("eager")
@@ -146,9 +131,9 @@ def test_sdpa_and_eager_attention_agree(fusion_type, causal):
 
 @pytest.mark.parametrize("fusion_type, causal", [("cross_attention", False), ("merged", False), ("cross_attention", True)])
 def test_batch_and_single_example_outputs_agree(fusion_type, causal):
-    config = tiny(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
+    config = tiny_config(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
     model = MedVLModel(config).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    pixel_values, input_ids, attention_mask = text_batch()
     with torch.no_grad():
         batch = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, compute_fusion=True)
         for row in range(3):
@@ -161,8 +146,8 @@ def test_batch_and_single_example_outputs_agree(fusion_type, causal):
 
 
 def test_bad_input_names_what_was_expected():
-    model = MedVLForPreTraining(tiny()).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    model = MedVLForPreTraining(tiny_config()).eval()
+    pixel_values, input_ids, attention_mask = text_batch()
     with pytest.raises(ValueError, match=r"expected \(batch, 3, 64, 64\)"):
         model(pixel_values=torch.randn(3, 3, 32, 32), input_ids=input_ids, attention_mask=attention_mask)
     with pytest.raises(ValueError, match="max_position_embeddings=256"):
@@ -179,9 +164,9 @@ def test_bad_input_names_what_was_expected():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    model = MedVLForPreTraining(tiny())
+    model = MedVLForPreTraining(tiny_config())
     model.train()
-    pixel_values, input_ids, attention_mask = make_batch()
+    pixel_values, input_ids, attention_mask = text_batch()
     masked, labels = mask_tokens(input_ids, attention_mask, 3, 1000, [0, 1, 2, 3], 0.3)
     inputs = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                   mlm_input_ids=masked, mlm_labels=labels, loss_terms=("itc", "mlm"))
@@ -204,9 +189,9 @@ def test_towers_initialise_from_local_timm_file_and_bert_checkpoint(tmp_path):
     save_file(backbone.state_dict(), tmp_path / "vit.safetensors")
 
     model = MedVLForPreTraining.from_pretrained_towers(
-        tiny(), vision_weights=tmp_path / "vit.safetensors", text_model_path=tmp_path / "bert"
+        tiny_config(), vision_weights=tmp_path / "vit.safetensors", text_model_path=tmp_path / "bert"
     ).eval()
-    _, input_ids, attention_mask = make_batch()
+    _, input_ids, attention_mask = text_batch()
     with torch.no_grad():
         reference = bert.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         ours = model.medvl.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -218,18 +203,18 @@ def test_towers_initialise_from_local_timm_file_and_bert_checkpoint(tmp_path):
             assert torch.equal(model.medvl.vision_model.backbone.state_dict()[name], tensor), name
 
     # The config route: the weight file named in the config survives post_init's initialisation.
-    config = tiny(vision_config={"weights_path": str(tmp_path / "vit.safetensors")})
+    config = tiny_config(vision_config={"weights_path": str(tmp_path / "vit.safetensors")})
     assert torch.equal(MedVLModel(config).vision_model.backbone.pos_embed, backbone.pos_embed)
 
     wide = BertForMaskedLM(BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                       intermediate_size=256))
     wide.save_pretrained(tmp_path / "wide")
     with pytest.raises(ValueError, match="hidden_size"):
-        MedVLModel.from_pretrained_towers(tiny(), text_model_path=tmp_path / "wide")
+        MedVLModel.from_pretrained_towers(tiny_config(), text_model_path=tmp_path / "wide")
     other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **{**TINY_VIT, "depth": 2})
     save_file(other.state_dict(), tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="lacks"):
-        MedVLModel.from_pretrained_towers(tiny(), vision_weights=tmp_path / "other.safetensors")
+        MedVLModel.from_pretrained_towers(tiny_config(), vision_weights=tmp_path / "other.safetensors")
 
 
 def test_zero_shot_image_classification_pipeline():
@@ -239,7 +224,7 @@ def test_zero_shot_image_classification_pipeline():
     word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="[PAD]", unk_token="[UNK]")
     image_processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
-    model = MedVLModel(tiny()).eval()
+    model = MedVLModel(tiny_config()).eval()
     classifier = pipeline("zero-shot-image-classification", model=model, tokenizer=tokenizer,
                           image_processor=image_processor)
     image = Image.fromarray((np.random.default_rng(0).random((80, 80, 3)) * 255).astype("uint8"))
@@ -259,7 +244,7 @@ def test_zero_shot_image_classification_pipeline():
 def test_weights_missing_from_a_checkpoint_are_initialised_and_derived_buffers_recomputed():
     swin = {"backbone": "swin_tiny_patch4_window7_224", "image_size": 32,
             "backbone_kwargs": {"embed_dim": 32, "depths": [1, 1], "num_heads": [2, 4], "window_size": 4}}
-    config = tiny(vision_config=swin)
+    config = tiny_config(vision_config=swin)
     fresh = MedVLModel(config)
     loaded = MedVLModel.from_pretrained(None, config=config, state_dict={})
     state = loaded.state_dict()
@@ -275,13 +260,13 @@ def test_weights_missing_from_a_checkpoint_are_initialised_and_derived_buffers_r
 def test_mean_pooling_ignores_padding_and_separates_texts_from_the_first_step():
     """A fresh tower pooled at [CLS] maps every text to almost the same embedding (contrastive learning then
     stalls at ln(batch)); the mean over real tokens tells texts apart from initialisation on."""
-    _, input_ids, attention_mask = make_batch(batch=3, length=12, lengths=(12, 7, 9))
+    _, input_ids, attention_mask = text_batch(batch=3, length=12, lengths=(12, 7, 9))
     padded = input_ids.clone()
     padded[1, 7:] = 999  # garbage under the mask must not change the embedding
     spread = {}
     for pooling in ("mean", "cls"):
         torch.manual_seed(0)
-        model = MedVLModel(tiny(text_config={"pooling": pooling})).eval()
+        model = MedVLModel(tiny_config(text_config={"pooling": pooling})).eval()
         with torch.no_grad():
             embeds = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
             other = model.get_text_features(input_ids=padded, attention_mask=attention_mask).pooler_output
@@ -319,9 +304,9 @@ def use_flash_style_kernel(model):
 
 @pytest.mark.parametrize("fusion_type, causal", [("cross_attention", False), ("merged", False), ("cross_attention", True)])
 def test_flash_style_kernels_get_2d_masks_and_agree_with_eager(fusion_type, causal):
-    config = tiny(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
+    config = tiny_config(fusion_type=fusion_type, text_config={"is_causal": causal}, mlm_weight=0.0 if causal else 1.0)
     model = MedVLModel(config).eval()
-    pixel_values, input_ids, attention_mask = make_batch()
+    pixel_values, input_ids, attention_mask = text_batch()
     with torch.no_grad():
         eager = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                       compute_fusion=True)
@@ -337,7 +322,7 @@ def test_flash_style_kernels_generate_what_eager_generates():
     from modeling_medvl import MedVLForConditionalGeneration
 
     torch.manual_seed(0)
-    model = MedVLForConditionalGeneration(tiny()).eval()
+    model = MedVLForConditionalGeneration(tiny_config()).eval()
     prompts = torch.tensor([[0, 1, 7], [1, 8, 9]])  # the first is left-padded
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
     pixel_values = torch.randn(2, 3, 64, 64)

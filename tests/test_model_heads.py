@@ -2,21 +2,17 @@
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from modeling_medvl import (
-    MedVLConfig,
     MedVLForConditionalGeneration,
     MedVLForImageClassification,
     MedVLForQuestionAnswering,
 )
 
 
-def tiny(**overrides):
-    return MedVLConfig.from_preset("tiny", **overrides)
-
-
 def test_multi_label_classification_ignores_unknown_entries():
-    model = MedVLForImageClassification(tiny(num_labels=4)).eval()
+    model = MedVLForImageClassification(tiny_config(num_labels=4)).eval()
     pixel_values = torch.randn(2, 3, 64, 64)
     labels = torch.tensor([[1.0, 0.0, -100.0, 1.0], [0.0, -100.0, -100.0, 1.0]])
     output = model(pixel_values=pixel_values, labels=labels)
@@ -27,7 +23,7 @@ def test_multi_label_classification_ignores_unknown_entries():
 
 
 def test_multi_class_classification_uses_cross_entropy():
-    model = MedVLForImageClassification(tiny(num_labels=3)).eval()
+    model = MedVLForImageClassification(tiny_config(num_labels=3)).eval()
     labels = torch.tensor([2, 0])
     output = model(pixel_values=torch.randn(2, 3, 64, 64), labels=labels)
     assert model.config.problem_type == "single_label_classification"
@@ -37,7 +33,7 @@ def test_multi_class_classification_uses_cross_entropy():
 def test_classification_learns_a_trivial_task():
     """Bright images are class 1, dark ones class 0: the loss must fall well below chance in a few steps."""
     torch.manual_seed(0)
-    model = MedVLForImageClassification(tiny(num_labels=2, vision_config={"image_size": 32}))
+    model = MedVLForImageClassification(tiny_config(num_labels=2, vision_config={"image_size": 32}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     labels = torch.tensor([0, 1] * 4)
     pixel_values = torch.randn(8, 3, 32, 32) * 0.3 + (labels.float() * 2 - 1)[:, None, None, None]
@@ -59,16 +55,16 @@ def test_classification_learns_a_trivial_task():
 def test_heads_that_read_images_refuse_missing_pixel_values():
     input_ids = torch.randint(4, 1000, (2, 6))
     with pytest.raises(ValueError, match="pixel_values"):
-        MedVLForImageClassification(tiny(num_labels=2))(labels=torch.tensor([0, 1]))
+        MedVLForImageClassification(tiny_config(num_labels=2))(labels=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="pixel_values"):
-        MedVLForQuestionAnswering(tiny(num_labels=5))(input_ids=input_ids)
+        MedVLForQuestionAnswering(tiny_config(num_labels=5))(input_ids=input_ids)
     with pytest.raises(ValueError, match="pixel_values"):
-        MedVLForConditionalGeneration(tiny())(input_ids=input_ids)
+        MedVLForConditionalGeneration(tiny_config())(input_ids=input_ids)
 
 
 @pytest.mark.parametrize("fusion_type", ["cross_attention", "merged", "none"])
 def test_question_answering_takes_answer_indices_or_soft_scores(fusion_type):
-    config = tiny(num_labels=5, fusion_type=fusion_type, itm_weight=0.0)
+    config = tiny_config(num_labels=5, fusion_type=fusion_type, itm_weight=0.0)
     model = MedVLForQuestionAnswering(config).eval()
     pixel_values = torch.randn(2, 3, 64, 64)
     input_ids = torch.randint(4, 1000, (2, 7))
@@ -87,7 +83,7 @@ def test_question_answering_takes_answer_indices_or_soft_scores(fusion_type):
 
 
 def test_report_generation_loss_predicts_the_next_token():
-    model = MedVLForConditionalGeneration(tiny()).eval()
+    model = MedVLForConditionalGeneration(tiny_config()).eval()
     pixel_values = torch.randn(2, 3, 64, 64)
     input_ids = torch.randint(4, 1000, (2, 8))
     labels = input_ids.clone()
@@ -101,7 +97,7 @@ def test_report_generation_loss_predicts_the_next_token():
 
 
 def test_generate_continues_a_prompt_and_the_cache_changes_nothing():
-    model = MedVLForConditionalGeneration(tiny()).eval()
+    model = MedVLForConditionalGeneration(tiny_config()).eval()
     pixel_values = torch.randn(2, 3, 64, 64)
     prompt = torch.tensor([[1, 40, 41], [1, 50, 51]])
     cached = model.generate(pixel_values=pixel_values, input_ids=prompt, max_new_tokens=6, do_sample=False)
@@ -117,14 +113,14 @@ def test_generate_continues_a_prompt_and_the_cache_changes_nothing():
 
 
 def test_generate_without_a_prompt_starts_from_the_start_token():
-    model = MedVLForConditionalGeneration(tiny()).eval()
+    model = MedVLForConditionalGeneration(tiny_config()).eval()
     generated = model.generate(pixel_values=torch.randn(3, 3, 64, 64), max_new_tokens=4, do_sample=False)
     assert generated.shape[0] == 3
     assert (generated[:, 0] == model.config.text_config.bos_token_id).all()
 
 
 def test_batched_generation_with_left_padded_prompts_matches_one_by_one():
-    model = MedVLForConditionalGeneration(tiny()).eval()
+    model = MedVLForConditionalGeneration(tiny_config()).eval()
     pixel_values = torch.randn(2, 3, 64, 64)
     prompts = [torch.tensor([[1, 40, 41, 42]]), torch.tensor([[1, 50]])]
     batch_ids = torch.tensor([[1, 40, 41, 42], [0, 0, 1, 50]])
