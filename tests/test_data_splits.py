@@ -101,6 +101,7 @@ def test_spec_forms_parse_and_existing_ones_keep_working():
     assert parse_data_spec("mimic-cxr:/data/mimic").options == {}
     assert parse_data_spec("synthcxr:n=20,size=32").options == {"n": 20, "size": 32, "seed": 0}
     assert parse_data_spec("saved:/runs/set?split=validation").options == {"split": "validation"}
+    assert parse_data_spec("wds:/shards/part-0?.tar").location == "/shards/part-0?.tar"  # a glob, not options
 
 
 @pytest.mark.parametrize("spec, named", [

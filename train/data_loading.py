@@ -75,7 +75,8 @@ def parse_data_spec(spec: str) -> DataSpec:
         raise UserError(f"--data {spec!r}: expected KIND:LOCATION with KIND one of {SOURCE_KINDS} "
                         "(e.g. mimic-cxr:/data/mimic-cxr-jpg?split=train&view=PA,AP or synthcxr:n=2000,size=64,seed=0)")
     if kind != "synthcxr":
-        location, _, query = rest.partition("?")
+        # wds: takes no options, and its glob patterns may hold a '?'.
+        location, _, query = rest.partition("?") if SOURCE_OPTIONS[kind] else (rest, "", "")
         if not location:
             raise UserError(f"--data {spec!r}: missing the location after '{kind}:' (e.g. {kind}:/data/folder)")
         return DataSpec(kind, location, _reader_options(spec, kind, query))
