@@ -120,3 +120,4 @@ def test_fp16_gradient_overflow_is_skipped_by_the_scaler_and_the_run_goes_on(tmp
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [record["skipped"] for record in records] == [False, True, False, False]
     assert math.isinf(records[1]["grad_norm"])
+    assert all(record["replay_error"] is None for record in records)  # one micro-batch per step: nothing replayed

@@ -397,7 +397,7 @@ class PretrainingRun:
         record = {
             "kind": "train", "step": step, "loss": losses.loss, "terms": losses.terms, "lr": lr,
             "logit_scale": losses.logit_scale, "grad_norm": grad_norm, "skipped": not finite,
-            "replay_error": losses.replay_error,
+            "replay_error": losses.replay_error if math.isfinite(losses.replay_error) else None,  # None: not replayed
             "pairs_per_second": self.global_batch / seconds,
         }
         if self.accelerator.is_main_process:
@@ -407,6 +407,8 @@ class PretrainingRun:
                       "train/temperature": 1.0 / losses.logit_scale, "train/grad_norm": grad_norm,
                       "train/pairs_per_second": record["pairs_per_second"]}
             values.update({f"train/{name}": value for name, value in losses.terms.items()})
+            if record["replay_error"] is not None:
+                values["train/replay_error"] = record["replay_error"]
             self.accelerator.log(values, step=step)
         return record
 
