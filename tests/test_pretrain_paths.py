@@ -1,10 +1,11 @@
 """Paths through train/pretrain.py that the exactness tests do not take, each a short in-process run of the tiny
 preset on SynthCXR: bf16 autocast inside exact accumulation on CPU, early stopping that stops, --model_name_or_path,
-a zero-shot prompt file and several --data sources."""
+a zero-shot prompt file, several --data sources, and streamed wds: shards resumed mid-run."""
 
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 import yaml
@@ -13,6 +14,8 @@ from helpers import synthcxr_tokenizer
 from safetensors.torch import load_file
 
 from modeling_medvl import MedVLConfig, MedVLForPreTraining
+from processing.readers import write_webdataset
+from processing.synthcxr import generate_synthcxr
 from train import pretrain
 from train.contrastive_accumulation import REPLAY_TOLERANCE
 from train.pretrain_setup import token_ids
@@ -37,14 +40,16 @@ def tokenizer(tmp_path_factory):
     return folder
 
 
+def run_argv(output_dir, tokenizer, *arguments):
+    """pretrain.py's arguments for SynthCXR at 32 px, batch 8; `arguments` come last, so they override these."""
+    return ["--data", f"synthcxr:n={STUDIES},size=32,seed=0", "--tokenizer", str(tokenizer), "--output_dir",
+            str(output_dir), "--per_device_batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "1",
+            "--save_steps", "0", "--eval_steps", "0", "--num_workers", "0", "--max_text_length", "64", "--augment",
+            "false", "--report_to", "none", *map(str, arguments)]
+
+
 def run(output_dir, tokenizer, *arguments):
-    """pretrain.main on SynthCXR at 32 px, batch 8; `arguments` come last, so they override these."""
-    return pretrain.main([
-        "--data", f"synthcxr:n={STUDIES},size=32,seed=0", "--tokenizer", str(tokenizer), "--output_dir", str(output_dir),
-        "--per_device_batch_size", "8", "--learning_rate", "1e-3", "--warmup_steps", "1", "--save_steps", "0",
-        "--eval_steps", "0", "--num_workers", "0", "--max_text_length", "64", "--augment", "false", "--report_to",
-        "none", *map(str, arguments),
-    ])
+    return pretrain.main(run_argv(output_dir, tokenizer, *arguments))
 
 
 def records(output_dir, kind):
@@ -140,3 +145,33 @@ def test_several_data_sources_are_trained_on_together(tmp_path, tokenizer):
     assert [source["spec"] for source in resolved["data_sources"] if source["role"] == "train"] == [
         "synthcxr:n=16,size=32,seed=0", "synthcxr:n=24,size=32,seed=1"]
     assert summary["steps"] == 5
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_streamed_shards_resume_where_they_stopped(tmp_path, tokenizer):
+    """wds: data has no length and is resumed by skipping what the stopped run consumed: a run stopped after its
+    step-2 checkpoint and resumed from it trains steps 3 and 4 on the same pairs as the uninterrupted run."""
+    studies = list(generate_synthcxr(STUDIES, size=32, seed=0))
+    pairs = datasets.Dataset.from_dict({"image": [s.image for s in studies], "report": [s.report for s in studies]})
+    write_webdataset(pairs.cast_column("image", datasets.Image()), tmp_path / "shards", shard_size=12)
+    streamed = ("--data", f"wds:{tmp_path / 'shards'}/*.tar", "--max_steps", "4", "--save_steps", "2",
+                "--shuffle_buffer", "16")
+    reference = run(tmp_path / "uninterrupted", tokenizer, *streamed)
+    assert reference["steps"] == 4
+
+    def stop_after_second_step(step):
+        if step == 2:
+            raise Interrupted
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(Interrupted):
+        pretrain.main(run_argv(tmp_path / "resumed", tokenizer, *streamed), after_step=stop_after_second_step)
+    assert (tmp_path / "resumed" / "checkpoint-2").is_dir()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    resumed = run(tmp_path / "resumed", tokenizer, *streamed, "--resume_from", "latest")
+    assert resumed["steps"] == 4 and resumed["steps_this_launch"] == 2
+    expected = [(r["step"], r["loss"]) for r in records(tmp_path / "uninterrupted", "train")]
+    assert [(r["step"], r["loss"]) for r in records(tmp_path / "resumed", "train")] == expected
