@@ -194,10 +194,10 @@ class ExactAccumulationStep:
         return StepLosses(loss=float(loss), terms=terms, logit_scale=float(logit_scale), replay_error=replay_error)
 
     def _check_replay(self, replay_error) -> float:
+        if self.accelerator.num_processes > 1:  # every rank reports the largest (accelerate 1.1's reduce has no max)
+            replay_error = replay_error.detach().clone()
+            torch.distributed.all_reduce(replay_error, op=torch.distributed.ReduceOp.MAX)
         replay_error = float(replay_error)
-        if self.accelerator.num_processes > 1:  # every rank reports the largest
-            replay_error = float(self.accelerator.reduce(
-                torch.tensor([replay_error], device=self.accelerator.device), reduction="max")[0])
         if replay_error > self.replay_tolerance and self.accelerator.is_main_process:
             logger.warning(
                 f"micro-batch replay differs from its cached embeddings by {replay_error:.2e} relative "
