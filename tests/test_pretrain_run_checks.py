@@ -121,3 +121,12 @@ def test_fp16_gradient_overflow_is_skipped_by_the_scaler_and_the_run_goes_on(tmp
     assert [record["skipped"] for record in records] == [False, True, False, False]
     assert math.isinf(records[1]["grad_norm"])
     assert all(record["replay_error"] is None for record in records)  # one micro-batch per step: nothing replayed
+
+
+def test_each_step_logs_its_replay_error(tmp_path):
+    run = PretrainingRun(*parse_pretrain_args(
+        tiny_arguments(tmp_path, "--gradient_accumulation_steps", "2", "--max_steps", "2")
+    ))
+    run.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(0 <= record["replay_error"] < 1e-6 for record in records)  # CPU fp32: exact
