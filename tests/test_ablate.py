@@ -92,6 +92,7 @@ def test_fusion_layers_rebuilt_for_a_cell_of_another_fusion_type(tmp_path, conve
             assert torch.equal(weights[key], value), key
 
 
+@pytest.mark.slow
 def test_two_cell_grid_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "ablate"
     results = main(["--grid", "fusion=none", "init=domain,random", "--out", str(out), *TINY_RUN])
@@ -111,6 +112,7 @@ def test_two_cell_grid_writes_table_json_and_plot(tmp_path, capsys):
     assert "fine-tuned macro AUC" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_general_and_domain_cells_start_from_converted_clip_folders(tmp_path, converted_clip):
     """The converted folder (fusion_type none) as --general_model and --domain_model of a cross_attention grid: the
     general cell fine-tunes from it, the domain cell pretrains from it (fusion layers rebuilt, its tokenizer kept)."""

@@ -47,6 +47,7 @@ def pretraining_export(tmp_path_factory, lora_run):
     return checkpoint, out, {"report_generation": reporter, "classification": lora_run[2], "vqa": answerer}
 
 
+@pytest.mark.slow
 def test_pretraining_export_reloads_in_a_fresh_process_with_equal_outputs(pretraining_export):
     checkpoint, out, task_models = pretraining_export
     results = reload_check(out, inputs=INPUTS)
@@ -121,6 +122,7 @@ def test_task_checkpoint_arguments_are_checked(tmp_path):
             medvl(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o"), *flags])
 
 
+@pytest.mark.slow
 def test_push_dry_run_lists_every_file_and_refuses_bad_folders(pretraining_export, tmp_path, capsys):
     _, out, _ = pretraining_export
     assert medvl(["push", str(out), "--repo", "org/medvl-tiny", "--dry-run"]) == 0

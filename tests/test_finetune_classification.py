@@ -90,6 +90,7 @@ def lora_run(tmp_path_factory, cache):
     return output, results
 
 
+@pytest.mark.slow
 def test_full_finetuning_beats_majority_and_untrained(full_run):
     _, results = full_run
     untrained = results["baselines"]["initial_model"]["auroc_macro"]
@@ -99,6 +100,7 @@ def test_full_finetuning_beats_majority_and_untrained(full_run):
     assert results["trainable_parameters"]["share"] == 1.0
 
 
+@pytest.mark.slow
 def test_run_folder_holds_results_plots_and_a_reloadable_best_model(full_run, cache):
     output, results = full_run
     saved = json.loads((output / "eval_results.json").read_text())
@@ -123,6 +125,7 @@ def test_run_folder_holds_results_plots_and_a_reloadable_best_model(full_run, ca
     assert again["auroc_macro"] == pytest.approx(saved["auroc_macro"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_lora_trains_a_small_adapter_that_merges_exactly(lora_run, full_run, cache):
     output, results = lora_run
     share = results["trainable_parameters"]["share"]
@@ -262,6 +265,7 @@ def test_the_script_reports_bad_input_by_name(tmp_path):
     assert "unknown label name(s) ['Pneumonitis']" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, cache):
     """With augmentation on, so the restored random state must give the same crops too."""
     common = ["--data", "synthcxr:n=64,size=64,seed=1", "--validation_size", "48", "--per_device_train_batch_size",

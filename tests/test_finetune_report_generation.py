@@ -61,6 +61,7 @@ def report_run(tmp_path_factory, cache):
     return output, finetune(output, cache, *LEARNING)
 
 
+@pytest.mark.slow
 def test_cider_beats_the_most_frequent_report_and_the_untrained_model(report_run):
     _, results = report_run
     baselines = results["baselines"]
@@ -70,6 +71,7 @@ def test_cider_beats_the_most_frequent_report_and_the_untrained_model(report_run
     assert set(results) >= {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "num_studies"}
 
 
+@pytest.mark.slow
 def test_run_folder_results_and_the_side_by_side_page(report_run):
     output, results = report_run
     saved = json.loads((output / "eval_results.json").read_text())
@@ -84,6 +86,7 @@ def test_run_folder_results_and_the_side_by_side_page(report_run):
     assert page.count('<td class="report">') == 8  # reference and generated, per study
 
 
+@pytest.mark.slow
 def test_the_best_model_reloads_and_generates_the_same_reports(report_run, cache):
     output, results = report_run
     best = output / "checkpoint-best"
@@ -98,6 +101,7 @@ def test_the_best_model_reloads_and_generates_the_same_reports(report_run, cache
     assert all(report for report in decode_reports(processor.tokenizer, first.numpy()))
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(report_run, cache, tmp_path):
     output, _ = report_run
     checkpoints = sorted(output.glob("checkpoint-[0-9]*"), key=lambda path: int(path.name.split("-")[1]))
@@ -111,6 +115,7 @@ def test_resume_reproduces_the_uninterrupted_run(report_run, cache, tmp_path):
     assert all(torch.allclose(weights[key], expected[key], atol=1e-6) for key in expected)
 
 
+@pytest.mark.slow
 def test_lora_trains_the_decoder_in_full_and_merges_exactly(tmp_path, cache):
     output = tmp_path / "lora"
     results = finetune(output, cache, "--task", "report_generation", "--data", "synthcxr:n=12,size=64,seed=3",

@@ -57,6 +57,7 @@ def vqa_run(tmp_path_factory, cache):
     return output, finetune(output, cache, *LEARNING)
 
 
+@pytest.mark.slow
 def test_closed_accuracy_beats_majority_and_untrained(vqa_run):
     _, results = vqa_run
     closed = results["closed_accuracy"]
@@ -67,6 +68,7 @@ def test_closed_accuracy_beats_majority_and_untrained(vqa_run):
     assert low <= closed <= high and high - low > 0
 
 
+@pytest.mark.slow
 def test_run_folder_holds_results_and_the_answer_vocabulary(vqa_run, cache):
     output, results = vqa_run
     saved = json.loads((output / "eval_results.json").read_text())
@@ -115,6 +117,7 @@ def test_a_saved_source_validation_answer_outside_the_vocabulary(tmp_path):
     assert majority == ["no", "no", "no", "no"]
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(vqa_run, cache, tmp_path):
     """Resumed from the run's next-to-last epoch checkpoint, the last epoch ends on the same weights."""
     output, _ = vqa_run
@@ -178,6 +181,7 @@ def test_gradient_checkpointing_with_lora_trains_both_towers_adapters(tmp_path):
         assert changed and all(changed), f"{tower} adapters did not change after a step"
 
 
+@pytest.mark.slow
 def test_lora_run_with_gradient_checkpointing_saves_a_reloadable_adapter(tmp_path, cache):
     output = tmp_path / "lora"
     results = finetune(output, cache, "--task", "vqa", "--data", "synthcxr:n=12,size=64,seed=3", "--validation_size",

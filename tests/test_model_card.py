@@ -101,6 +101,7 @@ for source in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_the_usage_snippets_run_against_the_exported_folders(folders, tmp_path):
     image = synthcxr_png(tmp_path / "cxr.png")
     sources = []

@@ -9,6 +9,7 @@ import torch
 
 from accelerate_launching import launch_two_processes
 
+pytestmark = pytest.mark.slow  # one two-process `accelerate launch` that every test here reads
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "ddp_pretraining_step.py"
 ATOL = 1e-5
 RTOL = 1e-4

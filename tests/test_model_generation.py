@@ -203,6 +203,7 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_generate_after_save_pretrained_in_a_fresh_process(reporter, images, tmp_path):
     """The saved folder carries the generation settings; a fresh process loading it through the Auto class with
     remote code (offline, outside the repository, project off the path) generates exactly what this one does."""

@@ -203,6 +203,7 @@ def test_mlm_counts_the_tokens_the_model_masks_itself(fixture_dir, micro_batch_s
     assert mlm_head_grads and all(g is not None and g.abs().sum() > 0 for g in mlm_head_grads)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_large_batch(fixture_dir, tmp_path):
     output = tmp_path / "two_process_step.pt"
     result = launch_two_processes(SCRIPT, fixture_dir, output, GLOBAL_BATCH // 4)

@@ -78,6 +78,7 @@ def test_sigterm_saves_stops_and_resumes_exactly(tmp_path, tokenizer):
         assert loss == pytest.approx(ref, rel=1e-6, abs=1e-7), f"step {step}"
 
 
+@pytest.mark.slow
 def test_medvl_launch_passes_sigusr1_on_to_the_ranks_and_exits_0(tmp_path):
     command = [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
                "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),

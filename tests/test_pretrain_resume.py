@@ -21,6 +21,7 @@ from helpers import synthcxr_tokenizer
 
 from train import checkpointing as ckpt
 
+pytestmark = pytest.mark.slow  # two-process `accelerate launch` runs, killed and resumed
 REPO = Path(__file__).resolve().parent.parent
 PRETRAIN = REPO / "train" / "pretrain.py"
 KILLED = Path(__file__).resolve().parent / "scripts" / "pretrain_killed_mid_run.py"

@@ -21,6 +21,7 @@ from PIL import Image
 
 from train.cli import main as medvl
 
+pytestmark = pytest.mark.slow  # an export, a server and a headless browser
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
