@@ -97,12 +97,12 @@ def zero_shot_auc(image_embeds, positive_embeds, negative_embeds, label_matrix, 
 
 
 # Bytes of working memory for one chunk of retrieval queries against every candidate.
-RETRIEVAL_CHUNK_BYTES = 256 * 2**20
+RETRIEVAL_CHUNK_BYTES = 64 * 2**20
 
 
 def retrieval_chunk_size(count: int, dtype, max_chunk_bytes: int = RETRIEVAL_CHUNK_BYTES) -> int:
-    """Queries per chunk: each holds its similarities to the `count` candidates plus about four boolean rows."""
-    per_query = count * (np.dtype(dtype).itemsize + 4)
+    """Queries per chunk: each holds its similarities to the `count` candidates plus about six boolean rows."""
+    per_query = count * (np.dtype(dtype).itemsize + 6)
     return max(1, min(count, max_chunk_bytes // per_query))
 
 
