@@ -5,7 +5,6 @@ leave image checks to the moment a row is read (a corrupt image is then skipped,
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import datasets
 import pytest
