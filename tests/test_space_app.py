@@ -7,16 +7,15 @@ heatmap on the same page, then bad files (text renamed
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np
 import pytest
 from dicom_fixtures import write_dicom
 from export_testing import synthcxr_png, write_pretraining_run, write_report_generation_run
+from helpers import start_on_a_free_port
 from PIL import Image
 
 from train.cli import main as medvl
@@ -43,23 +42,12 @@ def browser(profile):
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_server(url, process, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"space/app.py exited early:\n{process.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"space/app.py did not serve {url} within {timeout} s")
+def serves(port) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +57,11 @@ def space(tmp_path_factory):
     report_checkpoint, _, _ = write_report_generation_run(root)
     assert medvl(["export", "--checkpoint", str(write_pretraining_run(root)), "--out", str(out), "--no-check",
                   "--task-checkpoint", f"report_generation={report_checkpoint}"]) == 0
-    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-I", str(out / "space" / "app.py"), "--port", str(port)],
-                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process, port = start_on_a_free_port(
+        lambda port: [sys.executable, "-I", str(out / "space" / "app.py"), "--port", str(port)], serves, timeout=120,
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for_server(f"http://127.0.0.1:{port}/", process)
         yield f"http://127.0.0.1:{port}/", root
     finally:
         process.terminate()
