@@ -157,6 +157,18 @@ class FinetuneTrainingArguments(TrainingArguments):
     evaluate_initial_model: bool = field(
         default=True, metadata={"help": "Score the model before training on the validation split (a baseline)."}
     )
+    resume_from_checkpoint: Optional[str] = field(
+        default=None,
+        metadata={"help": "Continue a run (also --resume_from): a checkpoint-<step> folder, 'latest' (or 'last'; the "
+                          "newest complete checkpoint in --output_dir) or 'auto' (the same, or a fresh start when "
+                          "there is none: a requeued job's command line)."},
+    )
+    # Trainer's default forgets the early-stopping count on resume: the resumed run could outlast the uninterrupted one.
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={"help": "On resume, restore the callbacks' state (evaluations without improvement) from the "
+                          "checkpoint."},
+    )
 
 
 ARGUMENT_CLASSES = (FinetuneModelArguments, FinetuneDataArguments, FinetuneTrainingArguments)

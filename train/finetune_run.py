@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from train import checkpointing
 from train.finetune_args import save_finetune_config
 from train.finetune_model import checked_init_folder, load_task_weights
+from train.finetune_preemption import PreemptionCallback
 from train.logging_utils import get_logger
 from train.lora_presets import apply_lora, parse_lora_spec, trainable_parameters
 
@@ -60,17 +61,13 @@ class SaveModelConfig(TrainerCallback):
 
 
 def resolve_resume(value, output_dir):
-    """`--resume_from_checkpoint`: a checkpoint folder, or 'last' for the newest one in the run folder."""
+    """`--resume_from_checkpoint` (or `--resume_from`): a checkpoint folder; `latest` (also `last`) for the newest
+    complete checkpoint-<step> in the run folder, a half-written one never counts; `auto`, the same or None to start
+    fresh when there is none (a requeued job's command line). See `train.checkpointing.resolve_resume`."""
     if not value:
         return None
-    if value.lower() in ("last", "true"):
-        last = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-<step> folder in {output_dir}")
-        return last
-    if not Path(value).is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
-    return value
+    resolved = checkpointing.resolve_resume("latest" if value.lower() in ("last", "true") else value, output_dir)
+    return str(resolved) if resolved else None
 
 
 def prepare_model(model_args, lora, output_dir, resume, is_main: bool, build):
@@ -107,6 +104,7 @@ def training_callbacks(args, base_path, extra=()) -> list:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     if base_path is not None:
         callbacks.append(SaveModelConfig())
+    callbacks.append(PreemptionCallback(SUMMARY_FILE))
     return callbacks
 
 
