@@ -456,7 +456,8 @@ class PretrainingRun:
         """The signal's name once any rank has received one (all ranks agree at the same step), else None."""
         flag = torch.tensor([self.preempted_by], device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="max")
+            # gather, not reduce("max"): accelerate 1.1's reduce has no "max" and sums (two SIGTERMs read as 30).
+            flag = self.accelerator.gather(flag).max()
         return signal.Signals(int(flag.item())).name if flag.item() else None
 
     # ------------------------------------------------------------------------------------- loop
