@@ -1,9 +1,10 @@
-"""Fetch transformers' own common tests (ModelTesterMixin, ConfigTester, ProcessorTesterMixin,
-ImageProcessingTestMixin) from the source distribution of the *installed* transformers version.
+"""Fetch the upstream common tests MedVL runs, from the source distributions of the *installed* versions:
+transformers' (ModelTesterMixin, ConfigTester, ProcessorTesterMixin, ImageProcessingTestMixin) and peft's
+(PeftCommonTester).
 
-They are unpacked under ``tests/.upstream/transformers-<version>/`` as the package
-``transformers_tests`` (never committed) so MedVL's tests can run them. Run once after installing; it is a no-op when the
-matching version is already there.
+They are unpacked under ``tests/.upstream/transformers-<version>/`` as the package ``transformers_tests`` and under
+``tests/.upstream/peft-<version>/`` as the package ``peft_tests`` (never committed) so MedVL's tests can run them.
+Run once after installing; it is a no-op when the matching versions are already there.
 """
 
 import shutil
@@ -13,10 +14,17 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import peft
 import transformers
 
-UPSTREAM_DIR = Path(__file__).resolve().parent / ".upstream" / f"transformers-{transformers.__version__}"
+UPSTREAM_ROOT = Path(__file__).resolve().parent / ".upstream"
+UPSTREAM_DIR = UPSTREAM_ROOT / f"transformers-{transformers.__version__}"
 PACKAGE_NAME = "transformers_tests"
+PEFT_UPSTREAM_DIR = UPSTREAM_ROOT / f"peft-{peft.__version__}"
+PEFT_PACKAGE_NAME = "peft_tests"
+# peft's testing_common.py imports diffusers for its Stable Diffusion tests only (an isinstance check elsewhere).
+# Written beside the package and put at the end of sys.path, so an installed diffusers still wins.
+PEFT_STAND_INS = {"stand_ins/diffusers/__init__.py": "class StableDiffusionPipeline:\n    pass\n"}
 
 # The sdist carries tests/*.py but not the sub-folders and repo-level helpers those files import.
 # Minimal stand-ins, written here rather than committed: the export and generation mixins are
@@ -44,18 +52,23 @@ STAND_INS = {
 HELPER_STAND_INS = {"fetch_hub_objects_for_ci.py": "def url_to_local_path(url):\n    return url\n"}
 
 
+def download_sdist(name: str, version: str, tmp: str) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+         f"{name}=={version}", "-d", tmp],
+        check=True,
+    )
+    (sdist,) = Path(tmp).glob(f"{name}-*.tar.gz")
+    return sdist
+
+
 def fetch(dest: Path = UPSTREAM_DIR) -> Path:
     version = transformers.__version__
     marker = dest / f"transformers-{version}.ok"
     if marker.exists():
         return dest
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"transformers=={version}", "-d", tmp],
-            check=True,
-        )
-        (sdist,) = Path(tmp).glob("transformers-*.tar.gz")
+        sdist = download_sdist("transformers", version, tmp)
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
@@ -89,5 +102,31 @@ def fetch(dest: Path = UPSTREAM_DIR) -> Path:
     return dest
 
 
+def fetch_peft(dest: Path = PEFT_UPSTREAM_DIR) -> Path:
+    """peft's tests/testing_common.py (PeftCommonTester) and the testing_utils.py it imports, as `peft_tests`."""
+    version = peft.__version__
+    marker = dest / f"peft-{version}.ok"
+    if marker.exists():
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = download_sdist("peft", version, tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        package = dest / PEFT_PACKAGE_NAME
+        package.mkdir(parents=True)
+        with tarfile.open(sdist) as tar:
+            for name in ("testing_common.py", "testing_utils.py"):
+                with tar.extractfile(f"peft-{version}/tests/{name}") as src, open(package / name, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    (package / "__init__.py").write_text("")
+    for relative, text in PEFT_STAND_INS.items():
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    marker.touch()
+    return dest
+
+
 if __name__ == "__main__":
     print(f"transformers {transformers.__version__} common tests in {fetch()}")
+    print(f"peft {peft.__version__} common tests in {fetch_peft()}")
