@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(items):
 
 def pytest_runtest_logreport(report):
     owner = dict(report.user_properties).get("upstream_test")
-    if owner is None:
+    if owner is None or isinstance(report, pytest.SubtestReport):  # a test's subtests are parts of one test
         return
     library, defined_by = owner
     if report.skipped:
