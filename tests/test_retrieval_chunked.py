@@ -136,6 +136,7 @@ def test_every_rank_embeds_its_share_and_all_get_every_embedding():
         np.testing.assert_array_equal(texts[:, 0], [-row for row in rows])
 
 
+@pytest.mark.slow  # a two-process `accelerate launch`
 def test_two_process_evaluation_embeds_a_share_on_each_rank_and_matches_one_process(tmp_path):
     rows = 10
     tokenizer = train_clinical_tokenizer([s.report for s in generate_synthcxr(rows, size=16, seed=0)], vocab_size=400)
