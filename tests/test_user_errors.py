@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.accelerate_launching import free_port
+from helpers import run_on_a_free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MEDVL = [sys.executable, "-m", "train.cli"]
@@ -161,8 +160,9 @@ def test_a_bug_keeps_its_traceback():
 def test_medvl_launch_prints_the_line_once_and_nothing_else(paths):
     """`medvl launch` is `accelerate launch` (2 gloo ranks on CPU here) without the launcher's traceback on top of the
     script's user error; rank 1 prints nothing."""
-    command = MEDVL + ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-                       "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                       "train/pretrain.py", "--data", "foo:/tmp", "--output_dir", str(paths / "acc")]
-    result = subprocess.run(command, cwd=REPO, env=ENV, text=True, capture_output=True, timeout=300)
+    result = run_on_a_free_port(
+        lambda port: MEDVL + ["launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+                              "train/pretrain.py", "--data", "foo:/tmp", "--output_dir", str(paths / "acc")],
+        cwd=REPO, env=ENV, timeout=300)
     check_one_line(result.returncode, result.stderr, "'foo:/tmp'", "medvl launch ... train/pretrain.py")
