@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ import pytest
 from train import pretrain
 from train.user_errors import UserError
 
-from accelerate_launching import free_port
-from helpers import synthcxr_tokenizer
+from helpers import start_on_a_free_port, synthcxr_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_FOR_SIGNAL = Path(__file__).resolve().parent / "scripts" / "wait_for_signal.py"
@@ -80,15 +78,12 @@ def test_sigterm_saves_stops_and_resumes_exactly(tmp_path, tokenizer):
 
 @pytest.mark.slow
 def test_medvl_launch_passes_sigusr1_on_to_the_ranks_and_exits_0(tmp_path):
-    command = [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-               str(WAIT_FOR_SIGNAL), str(tmp_path)]
-    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 240
-    while not all((tmp_path / f"ready-{rank}").is_file() for rank in (0, 1)):
-        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
-        time.sleep(0.1)
+    launcher, _ = start_on_a_free_port(
+        lambda port: [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                      str(port), str(WAIT_FOR_SIGNAL), str(tmp_path)],
+        lambda port: all((tmp_path / f"ready-{rank}").is_file() for rank in (0, 1)), timeout=240,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     launcher.send_signal(signal.SIGUSR1)
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, stderr[-3000:]
