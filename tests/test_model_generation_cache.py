@@ -7,10 +7,11 @@ import inspect
 
 import pytest
 import torch
+from helpers import tiny_config
 from transformers import GenerationMixin
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from modeling_medvl import MedVLConfig, MedVLForConditionalGeneration
+from modeling_medvl import MedVLForConditionalGeneration
 from modeling_medvl.generation_medvl import GENERATION_CACHE_NAME
 
 NEW_TOKENS = 6
@@ -19,8 +20,7 @@ NEW_TOKENS = 6
 @pytest.fixture()
 def reporter():
     torch.manual_seed(0)
-    config = MedVLConfig.from_preset("tiny", num_decoder_layers=2)
-    return MedVLForConditionalGeneration(config).eval()
+    return MedVLForConditionalGeneration(tiny_config(num_decoder_layers=2)).eval()
 
 
 def test_cache_name_is_the_one_this_transformers_passes():
