@@ -72,7 +72,7 @@ SCRIPT_CASES = [
     ("pretrain", "--data synthcxr:n=8 --output_dir {tmp}/p --warmup_ratio 2", "--warmup_ratio"),
     ("pretrain", "--data synthcxr:n=8 --output_dir {tmp}/p --max_steps 0", "--max_steps"),
     ("pretrain", "--config {tmp}/missing.yaml", "missing.yaml"),
-    ("pretrain", "--config {tmp}/unknown_key.yaml", "learning_rte"),
+    ("pretrain", "--config {tmp}/unknown_key.yaml", "learning_rte -> learning_rate?"),
     ("pretrain", "--data synthcxr:n=8,size=32 --output_dir {tmp}/p --per_device_batch_size 4 "
                  "--global_batch_size 10 --report_to none", "--global_batch_size 10"),
     ("evaluate_model", "--model {tmp}/nowhere --data synthcxr:n=8", "nowhere"),

@@ -7,6 +7,7 @@ type conversion and `choices` checks as flags typed by hand.
 
 import argparse
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,10 @@ def yaml_to_cli_tokens(values: dict, source: str, argument_classes=ARGUMENT_CLAS
     known = _argument_fields(argument_classes)
     unknown = sorted(set(values) - set(known) - {RESOLVED_KEY})
     if unknown:
-        raise UserError(f"{source}: unknown configuration key(s) {unknown} (known keys: {sorted(known)})")
+        guesses = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+        hints = [f"{key} -> {match[0]}?" for key, match in guesses.items() if match]
+        hint = f"did you mean {', '.join(hints)}" if hints else f"known keys: {sorted(known)}"
+        raise UserError(f"{source}: unknown configuration key(s) {unknown} ({hint})")
     tokens = []
     for key, value in values.items():
         if key == RESOLVED_KEY or value is None:
