@@ -7,17 +7,14 @@ the uninterrupted run's losses."""
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from accelerate_launching import free_port, launch_two_processes
-from helpers import synthcxr_tokenizer
+from helpers import launch_two_processes, start_on_a_free_port, synthcxr_tokenizer
 
 from train import checkpointing as ckpt
 
@@ -106,26 +103,18 @@ def test_checkpoint_rotation_and_pointer(runs):
     assert (run / "loss_curve.png").stat().st_size > 0
 
 
-def wait_for(condition, process, log, timeout=300):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the launch ended early:\n{log.read_text()[-6000:]}"
-        assert time.monotonic() < deadline, f"timed out:\n{log.read_text()[-6000:]}"
-        time.sleep(0.1)
-
-
 def test_sigterm_to_a_two_process_launch_checkpoints_and_resumes_exactly(runs):
     root, _ = runs
     run, gate, log = root / "preempted", root / "gate", root / "preempted.log"
     gate.mkdir()
-    command = [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-               str(PAUSED), str(SIGNAL_AFTER), str(gate), *map(str, run_arguments(run, root / "tokenizer"))]
-    with open(log, "w") as output:
-        launcher = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
     ranks = [gate / f"paused-{rank}" for rank in (0, 1)]
-    wait_for(lambda: all(marker.is_file() for marker in ranks), launcher, log)
+    launcher, _ = start_on_a_free_port(
+        lambda port: [sys.executable, "-m", "train.cli", "launch", "--multi_gpu", "--num_processes", "2",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                      str(port), str(PAUSED), str(SIGNAL_AFTER), str(gate),
+                      *map(str, run_arguments(run, root / "tokenizer"))],
+        lambda port: all(marker.is_file() for marker in ranks), timeout=300, log=log, cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
     for pid in [launcher.pid] + [int(marker.read_text()) for marker in ranks]:
         os.kill(pid, signal.SIGTERM)
     (gate / "go").touch()

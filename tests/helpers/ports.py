@@ -32,12 +32,19 @@ def run_on_a_free_port(command_for, **run_options) -> subprocess.CompletedProces
     return result
 
 
-def start_on_a_free_port(command_for, ready, timeout: float = 240, **popen_options) -> tuple[subprocess.Popen, int]:
+def start_on_a_free_port(command_for, ready, timeout: float = 240, log=None,
+                         **popen_options) -> tuple[subprocess.Popen, int]:
     """(process, port): `subprocess.Popen(command_for(port), **popen_options)`, waited on until `ready(port)`;
-    started again on another free port if it exits first because the port was taken (seen in its output: pipe it,
-    with text=True). Any other early exit, or no readiness within `timeout` seconds, raises with its output."""
+    started again on another free port if it exits first because the port was taken, as its output says (pipe it
+    with text=True, or give `log`: a file that gets its stdout and stderr, written anew at each start). Any other
+    early exit, or no readiness within `timeout` seconds, raises with that output."""
     for _ in range(ATTEMPTS):
-        process = subprocess.Popen(command_for(port := free_port()), **popen_options)
+        if log is not None:
+            with open(log, "w") as output_file:  # the child writes to its own copy of the descriptor
+                process = subprocess.Popen(command_for(port := free_port()), stdout=output_file,
+                                           stderr=subprocess.STDOUT, **popen_options)
+        else:
+            process = subprocess.Popen(command_for(port := free_port()), **popen_options)
         deadline = time.monotonic() + timeout
         while not ready(port):
             exited = process.poll() is not None
@@ -45,6 +52,7 @@ def start_on_a_free_port(command_for, ready, timeout: float = 240, **popen_optio
                 if not exited:
                     process.kill()
                 output = "".join(stream or "" for stream in process.communicate())
+                output += log.read_text() if log is not None else ""
                 if exited and port_was_taken(output):
                     break
                 raise RuntimeError(f"{command_for(port)} exited ({process.returncode}) or was not ready within "
