@@ -6,6 +6,7 @@ import tarfile
 
 import datasets
 import pytest
+import torch
 from PIL import Image
 from readers_fixtures import comparable, rows_of, write_corrupt_image, write_image
 
@@ -172,3 +173,80 @@ def test_write_webdataset_reencodes_formats_it_cannot_read_back(tmp_path):
         assert archive.getnames()[0] == "000000000.png"
     row = next(iter(load_webdataset(tmp_path / "shards")))
     assert comparable(row)["image"] == comparable(ds[0])["image"]
+
+
+def test_webdataset_rows_and_skips_through_the_datasets_builder(pairs, tmp_path):
+    """Shards read through datasets' WebDataset builder give the rows and counted skips that the former
+    hand-written tar parser gave on the same shards (the expected values below are that reader's output)."""
+    write_webdataset(pairs, tmp_path / "shards", shard_size=4)
+    image_bytes = (tmp_path / "images/0005.png").read_bytes()
+    with tarfile.open(tmp_path / "shards" / "shard-000002.tar", "w") as archive:
+        _add(archive, "w.png", image_bytes)
+        _add(archive, "w.cls", b"3")  # a member no column reads: ignored
+        _add(archive, "w.txt", b"  with a class member  ")
+        _add(archive, "x.jpg", b"\xff\xd8 not a jpeg")
+        _add(archive, "x.txt", b"corrupt image")
+        _add(archive, "y.png", image_bytes)
+        _add(archive, "z.txt", b"no image")
+        _add(archive, "v.webp", (tmp_path / "images/0005.png").read_bytes())  # PNG bytes named .webp: still read
+        _add(archive, "v.json", json.dumps({"report": "from the json", "view": "PA"}).encode())
+    whole = (tmp_path / "shards" / "shard-000000.tar").read_bytes()
+    (tmp_path / "shards" / "shard-000003.tar").write_bytes(whole[:700])  # cut inside the first image
+
+    issues = RowIssues()
+    with pytest.warns(MalformedRowWarning):
+        rows = rows_of(load_webdataset(tmp_path / "shards", issues=issues))
+    assert [(r["key"], r["url"].rsplit("/", 1)[1], r["text"], r["json"]) for r in rows] == [
+        *[(f"{i:09d}", f"shard-00000{i // 4}.tar", TEXTS[i], "{}") for i in range(7)],
+        ("w", "shard-000002.tar", "with a class member", ""),
+        ("v", "shard-000002.tar", "from the json", '{"report": "from the json", "view": "PA"}'),
+    ]
+    assert [r["image"] for r in rows[:7]] == [r["image"] for r in rows_of(pairs)]
+    assert rows[7]["image"] == rows[8]["image"] == rows[5]["image"]
+    assert issues.records[:3] == [
+        ("shard-000002.tar key x", "unreadable image", issues.records[0][2]),
+        ("shard-000002.tar key y", "empty text", "no txt member or JSON text/caption/report"),
+        ("shard-000002.tar key z", "missing image", "no jpg/jpeg/png/webp member (has ['txt'])"),
+    ]
+    # "after key": the last whole sample read (the former parser named the one it was reading).
+    assert issues.records[3] == (
+        "shard-000003.tar after key None", "corrupt shard", "ReadError: unexpected end of data"
+    )
+    with pytest.warns(MalformedRowWarning):
+        assert rows_of(load_webdataset(tmp_path / "shards", streaming=False)) == rows
+
+
+def test_webdataset_shard_cut_at_a_member_boundary_is_counted(pairs, tmp_path):
+    """tarfile reads such a shard without error; its last sample, which may have lost members, is dropped."""
+    write_webdataset(pairs.select(range(2)), tmp_path / "shards")
+    whole = (tmp_path / "shards" / "shard-000000.tar").read_bytes()
+    with tarfile.open(tmp_path / "shards" / "shard-000000.tar") as archive:
+        second = archive.getmember("000000001.png").offset  # the header of the second sample's first member
+    (tmp_path / "shards" / "shard-000000.tar").write_bytes(whole[:second])
+    issues = RowIssues()
+    with pytest.warns(MalformedRowWarning, match="corrupt shard"):
+        assert list(load_webdataset(tmp_path / "shards", issues=issues)) == []
+    assert issues.records[0][:2] == ("shard-000000.tar after key 000000000", "corrupt shard")
+
+
+def test_webdataset_dataloader_workers_read_every_shard(pairs, tmp_path):
+    """Each worker reads its tars whole: the builder's stream of one tar is not split again among workers."""
+    write_webdataset(pairs, tmp_path / "shards", shard_size=2)
+    loader = torch.utils.data.DataLoader(
+        load_webdataset(tmp_path / "shards"), batch_size=None, num_workers=2, collate_fn=dict
+    )
+    assert sorted(row["text"] for row in loader) == sorted(TEXTS)
+
+
+@pytest.mark.parametrize("member, payload", [("b.json", b"{not json"), ("b.txt", b"\xff\xfe not UTF-8")])
+def test_webdataset_sample_the_builder_cannot_decode_ends_its_shard(pairs, tmp_path, member, payload):
+    image_bytes = (tmp_path / "images/0003.png").read_bytes()
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "shard-000000.tar", "w") as archive:
+        for key in "abc":
+            _add(archive, f"{key}.png", image_bytes)
+            _add(archive, member if key == "b" else f"{key}.txt", payload if key == "b" else b"fine")
+    issues = RowIssues()
+    with pytest.warns(MalformedRowWarning, match="shard-000000.tar after key a: corrupt shard"):
+        assert [r["key"] for r in load_webdataset(tmp_path / "shards", issues=issues)] == ["a"]
+    assert dict(issues.counts) == {"corrupt shard": 1}

@@ -2,6 +2,8 @@
 
 A shard is a plain (uncompressed) tar file whose members are grouped into samples by key (the member path up to
 the first dot of its file name): `000123.jpg` + `000123.txt` [+ `000123.json`] is one sample.
+The tars are read and grouped into samples by datasets' packaged WebDataset builder (`load_dataset("webdataset")`,
+one shard at a time so that a bad shard ends alone); brace ranges are expanded here, as its data files take globs.
 `load_webdataset` streams shards (one generator shard per tar file, so DataLoader workers split
 them), with an optional shuffle buffer and a resumable position; `write_webdataset` converts any
 data set with an `image` column into shards.
@@ -37,6 +39,17 @@ WEBDATASET_FEATURES = datasets.Features(
         "url": datasets.Value("string"),
     }
 )
+# The members rows are made of, typed so that datasets' WebDataset builder neither infers the columns from the
+# first samples (it refuses shards whose samples differ, as malformed ones do) nor decodes images; other members
+# are dropped.
+_MEMBER_FEATURES = datasets.Features(
+    {
+        "__key__": datasets.Value("string"),
+        **{extension: datasets.Image(decode=False) for extension in IMAGE_EXTENSIONS},
+        "txt": datasets.Value("string"),
+        "json": datasets.Json(),
+    }
+)
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
@@ -69,62 +82,66 @@ def resolve_shards(source) -> list:
     return shards
 
 
-def _ends_cleanly(shard: str, offset: int) -> bool:
-    """Whether a full zero block (tar's end-of-archive marker) sits where reading stopped: tarfile
-    ends iteration silently at a header cut short, so a truncated shard is only seen this way."""
+def _ends_cleanly(shard: str) -> bool:
+    """Whether the shard ends in a zero block (tar's end-of-archive marker): a shard cut at a member boundary
+    reads, through tarfile's stream mode, as a shorter shard without error, so only its end tells."""
     with open(shard, "rb") as handle:
-        handle.seek(offset)
-        block = handle.read(tarfile.BLOCKSIZE)
-    return len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0")
+        handle.seek(0, 2)
+        if handle.tell() < tarfile.BLOCKSIZE:
+            return False
+        handle.seek(-tarfile.BLOCKSIZE, 2)
+        return not handle.read().strip(b"\0")
 
 
 def _samples_of_shard(shard: str, issues):
-    """Yield (key, {extension: bytes}) for consecutive members sharing a key; a corrupt tail is counted."""
-    key, sample = None, {}
+    """Yield the samples of one shard as datasets' WebDataset builder groups them (members `<key>.<field>`, one
+    dict per key, `.txt` decoded, `.json` parsed, images as bytes). An error ends the shard and is counted: a
+    corrupt or truncated tar, and also a sample the builder cannot decode (unparsable JSON, text not UTF-8, a
+    member twice), since the builder raises on it and its stream cannot go on past it."""
+    stream = datasets.load_dataset(
+        "webdataset", data_files={"train": [shard]}, split="train", streaming=True, features=_MEMBER_FEATURES
+    )
+    # The builder yields a sample once the next one starts or the tar ends: the last one is held back until the
+    # end is known clean, since a shard cut at a member boundary may have lost that sample's later members.
+    held, problem, keep_held = None, None, True
     try:
-        with tarfile.open(shard, "r|") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                folder, _, name = member.name.rpartition("/")
-                stem, dot, extension = name.partition(".")
-                member_key = f"{folder}/{stem}" if folder else stem
-                if member_key != key:
-                    if sample:
-                        yield key, sample
-                    key, sample = member_key, {}
-                if dot:
-                    sample[extension.lower()] = archive.extractfile(member).read()
-            if not _ends_cleanly(shard, archive.offset):
-                raise tarfile.ReadError(f"truncated at byte {archive.offset}")
-    except (tarfile.TarError, OSError, EOFError) as error:
-        issues.skip(f"{Path(shard).name} after key {key}", "corrupt shard", f"{type(error).__name__}: {error}")
-        return
-    if sample:
-        yield key, sample
+        # `iter`, not `for sample in stream`: in a DataLoader worker the latter would give this one-shard stream
+        # to worker 0 only. Batches of one, so that an error loses no sample read before it.
+        for batch in stream.iter(batch_size=1):
+            if held is not None:
+                yield held
+            held = {name: values[0] for name, values in batch.items()}
+    except (tarfile.TarError, ValueError, OSError, EOFError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    else:
+        if not _ends_cleanly(shard):
+            problem, keep_held = "ReadError: no end-of-archive marker (truncated)", False
+    if held is not None and keep_held:
+        yield held
+    if problem is not None:
+        key = held["__key__"] if held is not None else None
+        issues.skip(f"{Path(shard).name} after key {key}", "corrupt shard", problem)
 
 
 def _sample_rows(shard: str, issues):
     """Yield (where, row) for each well-formed sample of a shard."""
-    for key, sample in _samples_of_shard(shard, issues):
+    for sample in _samples_of_shard(shard, issues):
+        key = sample["__key__"]
         where = f"{Path(shard).name} key {key}"
-        extension = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
+        extension = next((ext for ext in IMAGE_EXTENSIONS if sample[ext] is not None), None)
         if extension is None:
-            issues.skip(where, "missing image", f"no {'/'.join(IMAGE_EXTENSIONS)} member (has {sorted(sample)})")
+            present = sorted(name for name, value in sample.items() if value is not None and name != "__key__")
+            issues.skip(where, "missing image", f"no {'/'.join(IMAGE_EXTENSIONS)} member (has {present})")
             continue
-        metadata = sample.get("json", b"").decode("utf-8", errors="replace")
-        try:
-            parsed = json.loads(metadata) if metadata else {}
-        except json.JSONDecodeError as error:
-            issues.skip(where, "unparsable JSON", str(error))
-            continue
-        text = sample["txt"].decode("utf-8", errors="replace").strip() if "txt" in sample else ""
+        parsed = sample["json"]
+        text = (sample["txt"] or "").strip()
         if not text and isinstance(parsed, dict):
             text = next((str(parsed[k]).strip() for k in JSON_TEXT_KEYS if parsed.get(k)), "")
         if not text:
             issues.skip(where, "empty text", "no txt member or JSON text/caption/report")
             continue
-        image = {"path": f"{key}.{extension}", "bytes": sample[extension]}
+        metadata = "" if parsed is None else json.dumps(parsed, ensure_ascii=False)
+        image = {"path": f"{key}.{extension}", "bytes": sample[extension]["bytes"]}
         yield where, {"image": image, "text": text, "json": metadata, "key": key, "url": shard}
 
 
@@ -151,8 +168,10 @@ def load_webdataset(
     or a list of paths. streaming=True (default) gives an IterableDataset reading shards lazily;
     shuffle_buffer > 0 shuffles shard order and samples through a buffer of that size, seeded.
     streaming=False reads every shard into an in-memory Dataset (same rows, same order).
-    Malformed samples (no image, unreadable image, empty text, bad JSON, corrupt tar) are skipped
-    and counted (see row_issues); in streaming they are met, and counted, while iterating.
+    Malformed samples (no image, unreadable image, empty text) are skipped and counted (see
+    row_issues); a corrupt or truncated tar, or a sample that datasets' builder cannot decode
+    (unparsable JSON, text not UTF-8), ends its shard there, counted as "corrupt shard". In
+    streaming they are met, and counted, while iterating.
     """
     shards = resolve_shards(source)
     issues = issues if issues is not None else RowIssues()
