@@ -1,15 +1,17 @@
-"""VQA fine-tuning (`train/finetune.py --task vqa`): MedVLForQuestionAnswering classifies each image-question pair
-over the answer vocabulary of the training split, closed (yes/no) and open questions alike. (MedVLForQuestionAnswering
-has no generation head, so an open question's answer is one of the training answers too; free-text open answers
-through MedVLForConditionalGeneration after a question prompt are not wired into this script.)
+"""VQA fine-tuning (`train/finetune.py --task vqa`): closed questions answered by MedVLForQuestionAnswering, a
+classifier over the answer vocabulary of the training split; open questions answered in free text by the report
+decoder (MedVLForConditionalGeneration after a question prompt, train/finetune_vqa_open.py), trained after the
+classifier on the open training questions.
 
     accelerate launch train/finetune.py --task vqa --data vqa-rad:/data/vqa-rad --init runs/p1/checkpoint-best
     accelerate launch train/finetune.py --config train/configs/finetune_vqa_tiny_synthcxr.yaml --output_dir runs/vqa
 
-Early stopping and the best checkpoint by validation accuracy (`eval_accuracy`). eval_results.json holds the
-medvl_vqa metric's accuracy, closed and open, with bootstrap 95% intervals; the validation answers outside the
-training vocabulary (counted wrong, never dropped); and two baselines: the most frequent training answer of each
-answer type (`majority`) and the model before training (`initial_model`).
+The classifier: early stopping and the best checkpoint by validation accuracy (`eval_accuracy`, over all questions),
+in `checkpoint-best/`; the generator in `open_answers/checkpoint-best/`. eval_results.json holds the medvl_vqa
+metric's accuracy, closed (the classifier's answers) and open (the generated answers), with bootstrap 95% intervals;
+the classifier's own open accuracy (`classifier_open_accuracy`); the validation answers outside the training
+vocabulary (the classifier can never give them: counted wrong, never dropped); and two baselines: the most frequent
+training answer of each answer type (`majority`) and the models before training (`initial_model`).
 """
 
 
@@ -30,6 +32,7 @@ from train.finetune_run import (
     write_run_files,
 )
 from train.finetune_vqa_data import VqaCollator, load_vqa_splits, normalize_answer, out_of_vocabulary
+from train.finetune_vqa_open import open_rows, train_open_answers
 from train.logging_utils import get_logger
 from train.lora_presets import trainable_parameters
 from train.metrics import load_metric
@@ -39,15 +42,17 @@ logger = get_logger("medvl.finetune")
 SCORES = ("accuracy", "closed_accuracy", "open_accuracy")
 
 
-def vqa_scores(predictions, references, answer_types, vocabulary, bootstrap_samples=0, seed=0) -> dict:
-    """The medvl_vqa metric's result (accuracy, closed and open; predictions outside `vocabulary` counted wrong),
-    plus `<score>_ci` bootstrap 95% intervals over questions when `bootstrap_samples` > 0."""
+def vqa_scores(predictions, references, answer_types, vocabulary=None, bootstrap_samples=0, seed=0) -> dict:
+    """The medvl_vqa metric's result (accuracy, closed and open; with a `vocabulary`, predictions outside it counted
+    wrong), plus `<score>_ci` bootstrap 95% intervals over questions when `bootstrap_samples` > 0."""
     metric = load_metric("medvl_vqa", keep_in_memory=True)
     result = metric.compute(predictions=list(predictions), references=list(references),
-                            answer_types=list(answer_types), answer_vocabulary=list(vocabulary))
+                            answer_types=list(answer_types),
+                            answer_vocabulary=list(vocabulary) if vocabulary is not None else None)
     if bootstrap_samples:
-        allowed = set(vocabulary)
-        right = np.array([normalize_answer(p) in allowed and normalize_answer(p) == normalize_answer(r)
+        allowed = set(vocabulary) if vocabulary is not None else None
+        right = np.array([(allowed is None or normalize_answer(p) in allowed)
+                          and normalize_answer(p) == normalize_answer(r)
                           for p, r in zip(predictions, references)], dtype=float)
         closed = np.array([kind.upper() == "CLOSED" for kind in answer_types])
         assert abs(right.mean() - result["accuracy"]) < 1e-9  # the same counting as the metric's
@@ -95,6 +100,14 @@ def majority_answers(splits) -> list:
     return [chosen.get(kind.upper(), overall) for kind in splits.validation["answer_type"]]
 
 
+def with_open_answers(predictions, open_indices, generated) -> list:
+    """The classifier's answers with those to the open questions (at `open_indices`) replaced by `generated`."""
+    combined = list(predictions)
+    for index, answer in zip(open_indices, generated, strict=True):
+        combined[index] = answer
+    return combined
+
+
 def score_summary(result: dict) -> dict:
     keep = [*SCORES, *(f"{name}_ci" for name in SCORES), "num_closed", "num_open", "out_of_vocabulary"]
     return {key: result[key] for key in keep if key in result}
@@ -112,7 +125,9 @@ def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
                     f"validation {splits.validation_spec}: {len(splits.validation)} questions, {outside} with an "
                     "answer outside the training vocabulary (counted wrong)")
     labels = {**label_config(splits.answers), "problem_type": "single_label_classification"}
-    build = lambda: build_text_task_model(model_args, MedVLForQuestionAnswering, splits.train["question"],  # noqa
+    # The tokenizer (trained from scratch) also writes answers, for the open-answer generator.
+    texts = list(splits.train["question"]) + [normalize_answer(answer) for answer in splits.train["answer"]]
+    build = lambda: build_text_task_model(model_args, MedVLForQuestionAnswering, texts,  # noqa: E731
                                           output_dir, is_main, labels, data_args.max_text_length, resume)
     model, processor, base_path = prepare_model(model_args, lora, output_dir, resume, is_main, build)
     parameters = trainable_parameters(model)
@@ -133,20 +148,29 @@ def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
                     is_main)
 
     references, types = splits.validation["answer"], splits.validation["answer_type"]
-    baselines = {}
+    open_indices = open_rows(splits.validation)
+    initial = None
     if args.evaluate_initial_model and resume is None:
         initial = answers_of(trainer.predict(splits.validation, metric_key_prefix="initial").predictions,
                              splits.answers)
-        baselines["initial_model"] = score_summary(vqa_scores(initial, references, types, splits.answers))
     train_result = trainer.train(resume_from_checkpoint=resume)
     save_best(trainer, output_dir, base_path is not None)
-    predicted = answers_of(trainer.predict(splits.validation, metric_key_prefix="final").predictions, splits.answers)
+    classified = answers_of(trainer.predict(splits.validation, metric_key_prefix="final").predictions,
+                            splits.answers)
+    generator = train_open_answers(model_args, data_args, args, splits, lora, resume, is_main)
     if not trainer.is_world_process_zero():
         return {}
-    final = vqa_scores(predicted, references, types, splits.answers, args.bootstrap_samples, args.seed)
+    predicted = with_open_answers(classified, open_indices, generator["answers"])
+    final = vqa_scores(predicted, references, types, None, args.bootstrap_samples, args.seed)
+    baselines = {}
+    if initial is not None:
+        initial = with_open_answers(initial, open_indices, generator["initial_answers"])
+        baselines["initial_model"] = score_summary(vqa_scores(initial, references, types))
     baselines["majority"] = score_summary(
         vqa_scores(majority_answers(splits), references, types, splits.answers, args.bootstrap_samples, args.seed)
     )
+    classifier = vqa_scores(classified, references, types, splits.answers)
+    vocabulary = set(splits.answers)
     results = {
         "task": "vqa",
         "split": "validation",
@@ -157,8 +181,16 @@ def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
         "validation_answers_outside_vocabulary": outside,
         "bootstrap_samples": args.bootstrap_samples,
         **score_summary(final),
+        "classifier_accuracy": classifier["accuracy"],
+        "classifier_open_accuracy": classifier["open_accuracy"],
+        "open_answers_model": generator["folder"],
+        "generated_open_answers": {
+            "empty": sum(not answer for answer in generator["answers"]),
+            "outside_vocabulary": sum(answer not in vocabulary for answer in generator["answers"]),
+        },
         "baselines": baselines,
         "trainable_parameters": parameters,
+        "open_answers_trainable_parameters": generator["trainable_parameters"],
     }
     facts = {"trainable_parameters": parameters, "lora": model_args.lora if lora is not None else None}
     results = write_run_files(trainer, train_result, results, facts, "accuracy", started)
@@ -169,4 +201,4 @@ def run_vqa(model_args, data_args, args, chosen_training_values=None) -> dict:
     return results
 
 
-__all__ = ["VqaMetrics", "majority_answers", "run_vqa", "vqa_scores"]
+__all__ = ["VqaMetrics", "majority_answers", "run_vqa", "vqa_scores", "with_open_answers"]
