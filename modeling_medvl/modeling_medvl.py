@@ -102,6 +102,11 @@ def check_paired_batch(input_ids: torch.Tensor | None, pixel_values: torch.Tenso
         )
 
 
+def _input_requires_grad(module, args):
+    if args and isinstance(args[0], torch.Tensor) and not args[0].requires_grad and args[0].is_floating_point():
+        args[0].requires_grad_(True)
+
+
 class MedVLPreTrainedModel(PreTrainedModel):
     config: MedVLConfig
     config_class = MedVLConfig
@@ -131,6 +136,21 @@ class MedVLPreTrainedModel(PreTrainedModel):
         self._no_split_modules = ["MedVLLayer", *sorted(block_classes)]
         super().post_init()
         self.lock_towers()
+
+    def enable_input_require_grads(self):
+        """Also each vision tower's first block input: under reentrant checkpointing a block whose input needs no
+        gradient gives its parameters none, so a frozen stem would leave the vision tower's adapters untrained."""
+        super().enable_input_require_grads()
+        self._vision_require_grads_hooks = [
+            module.blocks[0].register_forward_pre_hook(_input_requires_grad)
+            for module in self.modules() if isinstance(module, MedVLVisionTower) and module.blocks
+        ]
+
+    def disable_input_require_grads(self):
+        super().disable_input_require_grads()
+        for hook in getattr(self, "_vision_require_grads_hooks", []):
+            hook.remove()
+        self._vision_require_grads_hooks = []
 
     def _share_attn_implementation(self) -> None:
         """The towers are plain modules reading their sub-config: give those left unresolved the implementation

@@ -75,12 +75,6 @@ VARIANTS = {
     "_test_training_gradient_checkpointing": {"reentrant": {"use_reentrant": True},
                                                "non_reentrant": {"use_reentrant": False}},
 }
-KNOWN_FAILURES = {
-    ("_test_training_gradient_checkpointing", "reentrant"): (
-        "Reentrant checkpointing gives no gradient to parameters inside a block whose input does not require one: "
-        "enable_input_require_grads() (which peft calls) hooks the text embeddings only, not the vision tower's "
-        "patch embedding, so the vision tower's adapters get no gradient."),
-}
 SKIPS = {
     "_test_generate_pos_args": "MedVL generates from an image: generate(input_ids) without pixel_values is refused "
                                "with a ValueError, where the mixin expects it to work or raise TypeError.",
@@ -112,9 +106,7 @@ def _cases() -> list:
         parameters = list(inspect.signature(function).parameters)
         if name.startswith("_test_") and "model_id" in parameters and "model" not in parameters:
             for variant in VARIANTS.get(name, {"": {}}):
-                marks = ([pytest.mark.xfail(reason=KNOWN_FAILURES[name, variant], strict=True)]
-                         if (name, variant) in KNOWN_FAILURES else [])
-                cases.append(pytest.param(name, variant, id=f"{name}-{variant}" if variant else name, marks=marks))
+                cases.append(pytest.param(name, variant, id=f"{name}-{variant}" if variant else name))
     return cases
 
 
