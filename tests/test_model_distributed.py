@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelerate_launching import launch_two_processes
+from helpers import launch_two_processes
 
 pytestmark = pytest.mark.slow  # one two-process `accelerate launch` that every test here reads
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "ddp_pretraining_step.py"

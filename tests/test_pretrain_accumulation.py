@@ -20,7 +20,7 @@ from train.contrastive_accumulation import ExactAccumulationStep
 from train.data_loading import PretrainCollator
 from train.pretrain_setup import build_processor, token_ids
 
-from accelerate_launching import launch_two_processes
+from helpers import launch_two_processes
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "pretrain_accumulated_step.py"
 GLOBAL_BATCH = 16

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import PartialState
-from accelerate_launching import launch_two_processes
+from helpers import launch_two_processes
 
 from modeling_medvl import MedVLForPreTraining
 from processing.synthcxr import generate_synthcxr
