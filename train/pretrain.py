@@ -72,8 +72,9 @@ def refuse_unsupported_launch():
 
     DeepSpeed: the exact-accumulation step runs its own micro-batch loop (one backward each, synced on the last) and
     steps the optimizer once; a DeepSpeed engine counts every backward as a micro-step of its own, so it would step
-    per micro-batch and break the exact global-batch loss. FSDP: checkpoints and evaluation read the unwrapped
-    model, whose weights FSDP shards, so a checkpoint would hold only this rank's shard."""
+    per micro-batch and break the exact global-batch loss. FSDP: torch's FSDP (1 and 2) refuses 0-d parameters, and
+    MedVL's learned temperature `logit_scale` is one; checkpoints and evaluation also read the unwrapped model, whose
+    weights FSDP shards (a checkpoint would hold one rank's shard)."""
     # Set by `accelerate launch` for a DeepSpeed or FSDP config.
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         raise UserError(
@@ -82,8 +83,9 @@ def refuse_unsupported_launch():
         )
     if parse_flag_from_env("ACCELERATE_USE_FSDP"):
         raise UserError(
-            "FSDP is not supported by pretrain.py yet (its checkpoints would hold one rank's shard of the weights): "
-            "launch with DDP instead (--multi_gpu, or --config_file train/configs/accelerate_1node_8gpu_ddp.yaml)"
+            "FSDP is not supported by pretrain.py: torch's FSDP refuses 0-d parameters and the model's temperature "
+            "medvl.logit_scale is one (and the checkpoints would hold one rank's shard of the weights): launch with "
+            "DDP instead (--multi_gpu, or --config_file train/configs/accelerate_1node_8gpu_ddp.yaml)"
         )
 
 
