@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.commands.config.config_args import load_config_from_file
 
 from train import pretrain
@@ -91,7 +92,16 @@ class CpuFp16Accelerator(Accelerator):
         self.native_amp = True
 
 
-def test_fp16_gradient_overflow_is_skipped_by_the_scaler_and_the_run_goes_on(tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state and refuses another mixed precision once an fp32 run made it."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_fp16_gradient_overflow_is_skipped_by_the_scaler_and_the_run_goes_on(tmp_path, monkeypatch,
+                                                                             fresh_accelerator_state):
     monkeypatch.setattr(pretrain, "Accelerator", CpuFp16Accelerator)
     run = PretrainingRun(*parse_pretrain_args(tiny_arguments(tmp_path, "--mixed_precision", "fp16")))
     assert run.accelerator.scaler is not None
