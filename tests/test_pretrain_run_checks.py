@@ -140,3 +140,32 @@ def test_each_step_logs_its_replay_error(tmp_path):
     run.train()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(0 <= record["replay_error"] < 1e-6 for record in records)  # CPU fp32: exact
+
+
+def test_fp16_scaler_state_is_saved_and_restored_on_resume(tmp_path, monkeypatch, fresh_accelerator_state):
+    """The scale a run backed off to (an overflow at step 2) travels in checkpoint-2: the resumed run goes on at that
+    scale, not at the initial one, as the uninterrupted run does."""
+    monkeypatch.setattr(pretrain, "Accelerator", CpuFp16Accelerator)
+    arguments = tiny_arguments(tmp_path, "--mixed_precision", "fp16", "--save_steps", "2")
+    run = PretrainingRun(*parse_pretrain_args(arguments))
+    clean_step, calls = run.step_fn, []
+
+    def overflowing_step(model, micro_batches):
+        losses = clean_step(model, micro_batches)
+        calls.append(1)
+        if len(calls) == 2:
+            next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = float("inf")
+        return losses
+
+    run.step_fn = overflowing_step
+    uninterrupted = {}
+    run.after_step = lambda step: uninterrupted.__setitem__(step, run.accelerator.scaler.get_scale())
+    run.train()
+    assert uninterrupted[2] == uninterrupted[1] / 2 == 2.0**11
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    resumed_run = PretrainingRun(*parse_pretrain_args(arguments + ["--resume_from", str(tmp_path / "checkpoint-2")]))
+    resumed = {}
+    resumed_run.after_step = lambda step: resumed.__setitem__(step, resumed_run.accelerator.scaler.get_scale())
+    resumed_run.train()
+    assert resumed == {3: uninterrupted[3], 4: uninterrupted[4]}
