@@ -39,6 +39,8 @@ from train.finetune_vqa_open import MAX_ANSWER_TOKENS, OpenAnswerCollator
 from train.lora_presets import apply_lora, load_finetuned_model, parse_lora_spec
 from train.pretrain_setup import build_processor, token_ids
 
+pytestmark = pytest.mark.slow  # each module fixture fine-tunes a VQA model for several epochs: minutes on 2 cores
+
 DATA = "synthcxr:n=120,size=64,seed=0"
 VALIDATION = 40
 EPOCHS = 8

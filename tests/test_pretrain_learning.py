@@ -27,6 +27,8 @@ from modeling_medvl import MedVLForPreTraining
 from train.data_loading import synthcxr_cache_folder
 from train.zero_shot_eval import evaluate_pretraining, load_prompts
 
+pytestmark = pytest.mark.slow  # a 200-step pretraining run: minutes on 2 cores
+
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 200
 VALIDATION = 200

@@ -157,6 +157,7 @@ def test_a_bug_keeps_its_traceback():
         run_main(buggy, [])
 
 
+@pytest.mark.slow
 def test_medvl_launch_prints_the_line_once_and_nothing_else(paths):
     """`medvl launch` is `accelerate launch` (2 gloo ranks on CPU here) without the launcher's traceback on top of the
     script's user error; rank 1 prints nothing."""
