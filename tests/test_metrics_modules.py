@@ -3,6 +3,9 @@ wraps called directly on the same data, and rejects bad input with an error that
 
 import ast
 import os
+import random
+import sys
+import time
 import warnings
 
 import evaluate
@@ -13,11 +16,14 @@ from pycocoevalcap.cider.cider import Cider
 from rouge_score import rouge_scorer, tokenizers
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+from processing.synthcxr.findings import sample_findings
+from processing.synthcxr.reports import write_report
 from train.metrics import METRIC_NAMES, load_metric, metric_path
 from train.zero_shot_eval import retrieval_recall
 
-THIRD_PARTY_ROOTS = {"datasets", "evaluate", "numpy", "sklearn", "rouge_score", "pycocoevalcap"}
+THIRD_PARTY_ROOTS = {"datasets", "evaluate", "numpy", "sklearn", "rouge_score", "pycocoevalcap", "scipy"}
 STANDARD_LIBRARY_ROOTS = {"math", "re", "warnings"}
+PROJECT_MODULES = {"train.metrics.bootstrap"}  # the shared resampling, imported from the installed project
 
 
 @pytest.mark.parametrize("name", METRIC_NAMES)
@@ -29,9 +35,10 @@ def test_module_loads_by_path_offline_as_a_documented_metric(name):
     # evaluate copies the file into its cache, away from the project: only installed packages resolve there.
     imports = [node for node in ast.walk(ast.parse((metric_path(name) / f"{name}.py").read_text()))
                if isinstance(node, (ast.Import, ast.ImportFrom))]
-    roots = {alias.name.split(".")[0] for node in imports if isinstance(node, ast.Import) for alias in node.names}
-    roots |= {node.module.split(".")[0] for node in imports if isinstance(node, ast.ImportFrom) and not node.level}
+    modules = {alias.name for node in imports if isinstance(node, ast.Import) for alias in node.names}
+    modules |= {node.module for node in imports if isinstance(node, ast.ImportFrom) and not node.level}
     assert not any(isinstance(node, ast.ImportFrom) and node.level for node in imports)
+    roots = {module.split(".")[0] for module in modules - PROJECT_MODULES}
     assert roots <= THIRD_PARTY_ROOTS | STANDARD_LIBRARY_ROOTS, roots
 
 
@@ -218,7 +225,7 @@ REFERENCE_REPORTS = [
 
 def test_report_generation_equals_pycocoevalcap_and_rouge_score():
     result = load_metric("medvl_report_generation").compute(
-        predictions=PREDICTED_REPORTS, references=REFERENCE_REPORTS
+        predictions=PREDICTED_REPORTS, references=REFERENCE_REPORTS, bootstrap_samples=0
     )
     tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
     assert " ".join(tokenizer.tokenize(PREDICTED_REPORTS[1])) == "small left pleural effusion no pneumothorax"
@@ -235,13 +242,18 @@ def test_report_generation_equals_pycocoevalcap_and_rouge_score():
         "bleu_1": bleu[0], "bleu_2": bleu[1], "bleu_3": bleu[2], "bleu_4": bleu[3], "cider": cider, "rouge_l": rouge_l,
     })
     assert 0 < result["bleu_4"] < result["bleu_1"] < 1 and result["cider"] > 0
+    with_intervals = load_metric("medvl_report_generation").compute(
+        predictions=PREDICTED_REPORTS, references=REFERENCE_REPORTS, bootstrap_samples=20
+    )
+    assert {name: with_intervals[name] for name in result} == result
 
 
 def test_report_generation_takes_a_string_or_a_list_as_reference():
     metric = load_metric("medvl_report_generation")
     references = ["no acute process", "left effusion", "clear lungs"]
-    as_strings = metric.compute(predictions=PREDICTED_REPORTS[:3], references=references)
-    as_lists = metric.compute(predictions=PREDICTED_REPORTS[:3], references=[[report] for report in references])
+    as_strings = metric.compute(predictions=PREDICTED_REPORTS[:3], references=references, bootstrap_samples=20)
+    as_lists = metric.compute(predictions=PREDICTED_REPORTS[:3], references=[[report] for report in references],
+                              bootstrap_samples=20)
     assert as_strings == as_lists and as_strings["rouge_l"] > 0
 
 
@@ -253,11 +265,88 @@ def test_report_generation_takes_a_string_or_a_list_as_reference():
          r"Mismatch in the number of predictions \(1\) and references \(2\)"),
         (dict(predictions=["no effusion", "edema"], references=[["no effusion"], []]),
          r"no reference report for studies \[1\]"),
+        (dict(predictions=["no effusion"], references=["no effusion"], bootstrap_samples=-1),
+         "medvl_report_generation: bootstrap_samples must be a whole number >= 0, got -1"),
+        (dict(predictions=["no effusion"], references=["no effusion"], bootstrap_samples=2.5),
+         "bootstrap_samples must be a whole number >= 0, got 2.5"),
     ],
 )
 def test_report_generation_rejects_bad_input_by_name(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         load_metric("medvl_report_generation").compute(**arguments)
+
+
+def synthcxr_reports(count, seed):
+    """`count` SynthCXR findings-and-impression reports, drawn as the generator writes them."""
+    reports = []
+    for index in range(count):
+        findings, impression, _ = write_report(sample_findings(np.random.default_rng([seed, index])), "PA",
+                                               random.Random(f"{seed}:{index}"))
+        reports.append(f"{findings} {impression}")
+    return reports
+
+
+def report_generation_module():
+    metric = load_metric("medvl_report_generation")
+    return sys.modules[type(metric).__module__]
+
+
+@pytest.mark.parametrize("draw", [None, 0, 1])
+def test_report_generation_resamples_score_as_pycocoevalcap_on_the_resampled_corpus(draw):
+    """Each resample's BLEU and CIDEr-D (document frequencies of the resample) equal pycocoevalcap's on a corpus that
+    holds each study as often as it was drawn; None: the whole corpus once."""
+    module = report_generation_module()
+    hypotheses = [module.tokenize(report) for report in synthcxr_reports(60, seed=1)]
+    gold = [[module.tokenize(report)] for report in synthcxr_reports(60, seed=2)]
+    gold[3].append(module.tokenize(REFERENCE_REPORTS[1][0]))  # a study with two references
+    rows = np.arange(60) if draw is None else np.random.default_rng(draw).integers(0, 60, 60)
+    corpus = {key: gold[row] for key, row in enumerate(rows)}, {key: [hypotheses[row]] for key, row in enumerate(rows)}
+    weights = np.bincount(rows, minlength=60)[None]
+    assert module.cider_resampled(hypotheses, gold, weights)[0] == pytest.approx(Cider().compute_score(*corpus)[0])
+    assert module.bleu_resampled(hypotheses, gold, weights)[0] == pytest.approx(
+        Bleu(4).compute_score(*corpus, verbose=0)[0])
+
+
+def test_report_generation_intervals_contain_the_estimate_narrow_with_more_studies_and_follow_the_seed():
+    predicted, references = synthcxr_reports(240, seed=1), synthcxr_reports(240, seed=2)
+    metric = load_metric("medvl_report_generation")
+    few = metric.compute(predictions=predicted[:30], references=references[:30], bootstrap_samples=200, seed=5)
+    many = metric.compute(predictions=predicted, references=references, bootstrap_samples=200, seed=5)
+    for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "rouge_l"):
+        for result in (few, many):
+            low, high = result[f"{name}_ci"]
+            assert low <= result[name] <= high and low < high, (name, result)
+        assert np.diff(many[f"{name}_ci"]) < np.diff(few[f"{name}_ci"]), name
+    assert metric.compute(predictions=predicted[:30], references=references[:30], bootstrap_samples=200,
+                          seed=5) == few
+    other = metric.compute(predictions=predicted[:30], references=references[:30], bootstrap_samples=200, seed=6)
+    assert other["cider_ci"] != few["cider_ci"] and other["cider"] == few["cider"]
+
+
+def test_report_generation_intervals_of_300_reports_take_seconds():
+    """Rescoring each resample with pycocoevalcap would take about 0.3 s per resample for each of BLEU and CIDEr."""
+    predicted, references = synthcxr_reports(300, seed=1), synthcxr_reports(300, seed=2)
+    metric = load_metric("medvl_report_generation")
+    started = time.perf_counter()
+    metric.compute(predictions=predicted, references=references, bootstrap_samples=0)
+    point = time.perf_counter() - started
+    started = time.perf_counter()
+    metric.compute(predictions=predicted, references=references, bootstrap_samples=200)
+    assert time.perf_counter() - started - point < 10
+
+
+@pytest.mark.parametrize("studies", [1, 5])
+def test_report_generation_on_one_report_gives_single_value_intervals(studies):
+    """One study, or studies that all repeat it: every resample is the same corpus. CIDEr is 0 (every n-gram is in
+    every reference: IDF 0), a number, not NaN."""
+    result = load_metric("medvl_report_generation").compute(
+        predictions=["Small left pleural effusion."] * studies, references=["small left pleural effusion"] * studies,
+        bootstrap_samples=50,
+    )
+    assert result["cider"] == 0 and result["cider_ci"] == (0, 0)
+    for name in ("bleu_1", "bleu_4", "rouge_l"):
+        assert result[name] == pytest.approx(1) and result[f"{name}_ci"] == pytest.approx((1, 1))
+    assert not any(np.isnan(value).any() for value in result.values())
 
 
 # --- medvl_vqa ---------------------------------------------------------------------------------------------
@@ -267,7 +356,7 @@ def test_vqa_normalises_answers_and_splits_closed_from_open():
     result = load_metric("medvl_vqa").compute(
         predictions=["Yes.", "The Left-Lung", "no", "right  lung", "an effusion"],
         references=["yes", "left lung", "yes", "left lung", "Effusion!"],
-        answer_types=["CLOSED", "open", "CLOSED", "OPEN", "OPEN"],
+        answer_types=["CLOSED", "open", "CLOSED", "OPEN", "OPEN"], bootstrap_samples=0,
     )
     assert result == {
         "accuracy": pytest.approx(3 / 5), "closed_accuracy": 0.5, "open_accuracy": pytest.approx(2 / 3),
@@ -292,11 +381,51 @@ def test_vqa_counts_an_answer_outside_the_vocabulary_as_wrong():
          r"Mismatch in the number of predictions \(1\) and references \(2\)"),
         (dict(predictions=["yes"], references=["yes"], answer_types=["YES/NO"]),
          r"unknown answer type\(s\) \['YES/NO'\]"),
+        (dict(predictions=["yes"], references=["yes"], answer_types=["CLOSED"], bootstrap_samples=-5),
+         "medvl_vqa: bootstrap_samples must be a whole number >= 0, got -5"),
     ],
 )
 def test_vqa_rejects_bad_input_by_name(arguments, problem):
     with pytest.raises(ValueError, match=problem):
         load_metric("medvl_vqa").compute(**arguments)
+
+
+def vqa_answers(questions, seed):
+    """Half closed questions answered right with probability 0.8, half open with 0.5."""
+    rng = np.random.default_rng(seed)
+    types = ["CLOSED", "OPEN"] * (questions // 2)
+    right = rng.random(questions) < np.where(np.array(types) == "CLOSED", 0.8, 0.5)
+    references = [f"answer {index}" for index in range(questions)]
+    predictions = [reference if ok else "wrong" for reference, ok in zip(references, right)]
+    return dict(predictions=predictions, references=references, answer_types=types)
+
+
+def test_vqa_intervals_contain_the_estimate_narrow_with_more_questions_and_follow_the_seed():
+    metric = load_metric("medvl_vqa")
+    few = metric.compute(**vqa_answers(40, seed=0), bootstrap_samples=300, seed=1)
+    many = metric.compute(**vqa_answers(800, seed=0), bootstrap_samples=300, seed=1)
+    for name in ("accuracy", "closed_accuracy", "open_accuracy"):
+        for result in (few, many):
+            low, high = result[f"{name}_ci"]
+            assert low <= result[name] <= high and low < high, (name, result)
+        assert np.diff(many[f"{name}_ci"]) < np.diff(few[f"{name}_ci"]) / 2, name
+    assert few["bootstrap_skipped"] == {"closed_accuracy": 0, "open_accuracy": 0}
+    assert metric.compute(**vqa_answers(40, seed=0), bootstrap_samples=300, seed=1) == few
+    assert metric.compute(**vqa_answers(40, seed=0), bootstrap_samples=300, seed=2)["accuracy_ci"] != few["accuracy_ci"]
+
+
+def test_vqa_intervals_of_a_lone_question_and_of_a_missing_kind():
+    """One question: its accuracy as a single-value interval. No open question: NaN open accuracy and interval, every
+    resample counted as skipped for it; a rare kind: the resamples without it counted."""
+    one = load_metric("medvl_vqa").compute(predictions=["yes"], references=["Yes"], answer_types=["CLOSED"],
+                                           bootstrap_samples=30)
+    assert one["accuracy_ci"] == (1.0, 1.0) and one["closed_accuracy_ci"] == (1.0, 1.0)
+    assert np.isnan(one["open_accuracy"]) and np.isnan(one["open_accuracy_ci"]).all()
+    assert one["bootstrap_skipped"] == {"closed_accuracy": 0, "open_accuracy": 30}
+    rare = load_metric("medvl_vqa").compute(predictions=["yes"] * 10, references=["yes"] * 9 + ["left"],
+                                            answer_types=["CLOSED"] * 9 + ["OPEN"], bootstrap_samples=200)
+    # P(a resample of 10 lacks the open question) = 0.9 ** 10, about 35%.
+    assert 40 < rare["bootstrap_skipped"]["open_accuracy"] < 110 and rare["open_accuracy_ci"] == (0.0, 0.0)
 
 
 # --- medvl_retrieval ---------------------------------------------------------------------------------------

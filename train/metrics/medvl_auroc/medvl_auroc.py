@@ -7,6 +7,8 @@ import evaluate
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from train.metrics.bootstrap import check_samples, interval, resamples
+
 _DESCRIPTION = """
 AUC-ROC per label (scikit-learn's `roc_auc_score`) and its macro average over the labels that have both
 classes, for multi-label findings classification such as CheXpert's 14 labels; one binary column works
@@ -72,7 +74,6 @@ _CITATION = """
 """
 
 UNKNOWN_TARGET = -100
-INTERVAL_PERCENTILES = (2.5, 97.5)
 
 
 def _as_table(values, name) -> np.ndarray:
@@ -95,13 +96,6 @@ def _auc_on_rows(scores, targets, known, rows, column):
     if labels.size == 0 or labels.min() == labels.max():
         return None
     return float(roc_auc_score(labels, scores[kept, column]))
-
-
-def _interval(values):
-    if not values:
-        return (float("nan"), float("nan"))
-    low, high = np.percentile(values, INTERVAL_PERCENTILES)
-    return (float(low), float(high))
 
 
 # evaluate names a module after its class in snake case: MedvlAuroc is medvl_auroc.
@@ -145,8 +139,7 @@ class MedvlAuroc(evaluate.Metric):
         unknown = [name for name in averaged if name not in names]
         if unknown:
             raise ValueError(f"medvl_auroc: unknown label name(s) {unknown} in macro_labels; labels are {names}")
-        if int(bootstrap_samples) != bootstrap_samples or bootstrap_samples < 0:
-            raise ValueError(f"medvl_auroc: bootstrap_samples must be a whole number >= 0, got {bootstrap_samples}")
+        bootstrap_samples = check_samples(bootstrap_samples, "medvl_auroc")
 
         known = ~(np.isnan(targets) | (targets == UNKNOWN_TARGET))
         for column, name in enumerate(names):
@@ -168,13 +161,11 @@ class MedvlAuroc(evaluate.Metric):
         in_macro = [name for name in averaged if name in per_label]
         macro = float(np.mean([per_label[name] for name in in_macro])) if in_macro else float("nan")
 
-        rng = np.random.default_rng(seed)
         draws = {name: [] for name in per_label}
         macro_draws = []
         skipped = dict.fromkeys(per_label, 0)
         skipped_macro = 0
-        for _ in range(int(bootstrap_samples)):
-            rows = rng.integers(0, len(scores), len(scores))
+        for rows in resamples(len(scores), bootstrap_samples, seed):
             resampled = {name: _auc_on_rows(scores, targets, known, rows, names.index(name)) for name in per_label}
             for name, auc in resampled.items():
                 if auc is None:
@@ -185,7 +176,7 @@ class MedvlAuroc(evaluate.Metric):
                 macro_draws.append(np.mean([resampled[name] for name in in_macro]))
             else:
                 skipped_macro += 1
-        per_label_ci = {name: _interval(values) for name, values in draws.items()}
+        per_label_ci = {name: interval(values) for name, values in draws.items()}
 
         below_chance = [name for name, (_, high) in per_label_ci.items() if high < 0.5]
         if below_chance:
@@ -196,7 +187,7 @@ class MedvlAuroc(evaluate.Metric):
             )
         return {
             "auroc_macro": macro,
-            "auroc_macro_ci": _interval(macro_draws),
+            "auroc_macro_ci": interval(macro_draws),
             "auroc_per_label": per_label,
             "auroc_per_label_ci": per_label_ci,
             "labels_in_macro": in_macro,

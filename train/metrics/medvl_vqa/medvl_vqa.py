@@ -6,6 +6,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from train.metrics.bootstrap import check_samples, interval, resamples
+
 _DESCRIPTION = """
 Exact-match accuracy for medical visual question answering (VQA-RAD, SLAKE, PathVQA style), reported
 for closed questions (yes/no and other fixed choices), open questions and overall, since the two kinds
@@ -18,6 +20,12 @@ dropped; runs of whitespace become one space and the ends are stripped.
 With `answer_vocabulary` (e.g. the training set's answers, for a model that classifies over them), a
 prediction whose normalised form is outside the normalised vocabulary is counted wrong, even when it
 equals the reference, and counted in `out_of_vocabulary`; it is never dropped from the denominator.
+
+95% intervals are percentile bootstrap intervals over questions: all questions are resampled with replacement
+`bootstrap_samples` times and the three accuracies computed on each resample, so the closed and open counts vary
+between resamples as they would between test sets of this mix. A resample without a question of one kind has no
+accuracy for it: it is skipped for that kind and counted in `bootstrap_skipped`. On one question, or on answers all
+right (or all wrong), every resample gives the same accuracy and the interval is that single value.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -26,15 +34,20 @@ Args:
     references: the reference answers, one string per question.
     answer_types: "CLOSED" or "OPEN" per question (any case).
     answer_vocabulary: optional list of the allowed answers.
+    bootstrap_samples: resamples for the intervals (default 1000; 0 skips them and their keys).
+    seed: seed of the resampling (default 0); the same seed gives the same intervals.
 Returns:
     accuracy, closed_accuracy, open_accuracy: floats in [0, 1] (NaN for a kind with no questions),
     num_closed, num_open: question counts,
-    out_of_vocabulary: predictions outside `answer_vocabulary` (0 without one).
+    out_of_vocabulary: predictions outside `answer_vocabulary` (0 without one),
+    accuracy_ci, closed_accuracy_ci, open_accuracy_ci: (low, high) 95% intervals ((NaN, NaN) for a kind with no
+        questions),
+    bootstrap_skipped: {"closed_accuracy": resamples without a closed question, "open_accuracy": ... open}.
 Examples:
     >>> from train.metrics import load_metric
     >>> vqa = load_metric("medvl_vqa")
     >>> vqa.compute(predictions=["Yes", "the left lung"], references=["yes", "right lung"],
-    ...             answer_types=["CLOSED", "OPEN"])["closed_accuracy"]
+    ...             answer_types=["CLOSED", "OPEN"], bootstrap_samples=0)["closed_accuracy"]
     1.0
 """
 
@@ -60,8 +73,26 @@ def normalize_answer(text) -> str:
     return " ".join(word for word in words if word not in _ARTICLES)
 
 
+SCORES = ("accuracy", "closed_accuracy", "open_accuracy")
+
+
 def _mean(values):
     return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _accuracies(correct, closed) -> dict:
+    return {"accuracy": _mean(correct), "closed_accuracy": _mean(correct[closed]),
+            "open_accuracy": _mean(correct[~closed])}
+
+
+def _intervals(correct, closed, samples, seed) -> dict:
+    draws = {name: [] for name in SCORES}
+    for rows in resamples(len(correct), samples, seed):
+        for name, value in _accuracies(correct[rows], closed[rows]).items():
+            if not np.isnan(value):
+                draws[name].append(value)
+    return {**{f"{name}_ci": interval(values) for name, values in draws.items()},
+            "bootstrap_skipped": {name: samples - len(draws[name]) for name in SCORES[1:]}}
 
 
 # evaluate names a module after its class in snake case: MedvlVqa is medvl_vqa.
@@ -81,7 +112,7 @@ class MedvlVqa(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, answer_types, answer_vocabulary=None):
+    def _compute(self, predictions, references, answer_types, answer_vocabulary=None, bootstrap_samples=1000, seed=0):
         if len(predictions) == 0:
             raise ValueError("medvl_vqa: empty predictions: nothing to evaluate")
         if not len(predictions) == len(references) == len(answer_types):
@@ -93,6 +124,7 @@ class MedvlVqa(evaluate.Metric):
         bad = sorted({kind for kind in types if kind not in ANSWER_TYPES})
         if bad:
             raise ValueError(f"medvl_vqa: unknown answer type(s) {bad}; answer_types must be 'CLOSED' or 'OPEN'")
+        bootstrap_samples = check_samples(bootstrap_samples, "medvl_vqa")
 
         answers = [normalize_answer(prediction) for prediction in predictions]
         correct = np.array([answer == normalize_answer(reference) for answer, reference in zip(answers, references)])
@@ -105,14 +137,15 @@ class MedvlVqa(evaluate.Metric):
             correct &= ~outside
             out_of_vocabulary = int(outside.sum())
         closed = np.array([kind == "CLOSED" for kind in types])
-        return {
-            "accuracy": _mean(correct),
-            "closed_accuracy": _mean(correct[closed]),
-            "open_accuracy": _mean(correct[~closed]),
+        result = {
+            **_accuracies(correct, closed),
             "num_closed": int(closed.sum()),
             "num_open": int((~closed).sum()),
             "out_of_vocabulary": out_of_vocabulary,
         }
+        if bootstrap_samples:
+            result.update(_intervals(correct, closed, bootstrap_samples, seed))
+        return result
 
 
-__all__ = ["ANSWER_TYPES", "MedvlVqa", "normalize_answer"]
+__all__ = ["ANSWER_TYPES", "SCORES", "MedvlVqa", "normalize_answer"]
