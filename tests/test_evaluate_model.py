@@ -7,13 +7,18 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
-from modeling_medvl import MedVLConfig, MedVLForImageClassification, MedVLForPreTraining
+from modeling_medvl import MedVLConfig, MedVLForConditionalGeneration, MedVLForImageClassification, MedVLForPreTraining
 from processing.synthcxr import generate_synthcxr
 from processing.tokenizer_training import train_clinical_tokenizer
 from train.clinical_eval import LabelOrderWarning, check_predictions, evaluate_auroc
+from train.evaluate_generation import generation_task, load_vqa_split
 from train.evaluate_model import evaluate_predictions, main
-from train.finetune_model import build_image_processor, label_config
+from train.finetune_generation import generate_report_texts, report_scores
+from train.finetune_model import build_image_processor, label_config, load_processor
+from train.finetune_report_data import normalized_reports
+from train.finetune_vqa_open import OPEN_FOLDER
 from train.pretrain_setup import build_processor, token_ids
 
 LABELS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax"]
@@ -126,3 +131,52 @@ def test_zero_shot_run_of_a_pretraining_checkpoint(tmp_path):
     assert results["label_names"] == ["Cardiomegaly", "Pleural Effusion"]
     assert set(results["auroc_per_label"]) <= {"Cardiomegaly", "Pleural Effusion"}
     assert json.loads(out.read_text())["num_studies"] == 48
+
+
+def save_generator(folder, texts):
+    """An untrained tiny report decoder with a tokenizer trained on `texts` and its processor."""
+    tokenizer = train_clinical_tokenizer(texts, vocab_size=300, style="bert", max_length=64)
+    config = MedVLConfig.from_preset("tiny-convnext", text_config=token_ids(tokenizer))
+    torch.manual_seed(0)
+    MedVLForConditionalGeneration(config).save_pretrained(str(folder))
+    build_processor(tokenizer, 64).save_pretrained(str(folder))
+    return folder
+
+
+def assert_intervals_hold_the_scores(results, names):
+    for name in names:
+        low, high = results[f"{name}_ci"]
+        assert low <= results[name] <= high, (name, results)
+
+
+def test_report_generation_run_writes_scores_with_intervals_and_examples(tmp_path, capsys):
+    studies = list(generate_synthcxr(60, size=16, seed=1))
+    folder = save_generator(tmp_path / "rg" / "checkpoint-best", [study.report for study in studies])
+    out = tmp_path / "rg_eval.json"
+    results = main(["--model", str(folder), "--data", DATA, "--split", "test", "--out", str(out), "--max_new_tokens",
+                    "12", "--html_examples", "3", *FAST])
+    scores = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "rouge_l")
+    saved = json.loads(out.read_text())
+    assert saved["mode"] == "report_generation" and saved["num_studies"] == 48 and saved["bootstrap_samples"] == 20
+    assert_intervals_hold_the_scores(saved, scores)
+    # The scores are the metric module's on the model's greedy reports against the normalised references.
+    processor = load_processor(folder, 64)
+    dataset = list(generate_synthcxr(48, size=64, seed=3))
+    generated = generate_report_texts(MedVLForConditionalGeneration.from_pretrained(str(folder)), processor,
+                                      [study.image for study in dataset], 12, 24)
+    expected = report_scores(generated, normalized_reports(processor, [study.report for study in dataset]), 20, 0)
+    assert {name: saved[name] for name in scores} == pytest.approx({name: expected[name] for name in scores})
+    assert saved["cider_ci"] == pytest.approx(list(expected["cider_ci"]))
+    assert open(saved["figures"]["examples"]).read().count("<img") == 3
+    printed = capsys.readouterr().out
+    assert "report_generation CIDEr" in printed and "95% CI" in printed and str(out) in printed
+
+
+def test_a_vqa_generator_is_recognised_and_reports_are_refused_for_a_classifier(classifier, tmp_path):
+    assert generation_task(tmp_path / "run" / OPEN_FOLDER / "checkpoint-best", "auto") == "vqa"
+    assert generation_task(tmp_path / "run" / "checkpoint-best", "auto") == "report_generation"
+    assert generation_task(tmp_path / "run" / "checkpoint-best", "vqa") == "vqa"
+    with pytest.raises(ValueError, match="--task vqa: for a generating model"):
+        main(["--model", str(classifier), "--data", DATA, "--task", "vqa", "--out", str(tmp_path / "eval.json")])
+    with pytest.raises(ValueError, match=r"use --split test"):
+        load_vqa_split("vqa-rad:/nowhere", "valid", tmp_path)

@@ -62,9 +62,9 @@ def _saved_split(location: str, split: str):
     raise ValueError(f"--data saved:{location}: no {' / '.join(SAVED_SPLITS[split])} split among {list(loaded)}")
 
 
-def load_evaluation_split(spec_text: str, split: str, cache_root) -> datasets.Dataset:
-    """The rows to score, with `image`, `labels` and whichever of sex / age / view / site the source has; raises
-    naming the source for missing labels or an empty split."""
+def load_evaluation_split(spec_text: str, split: str, cache_root, columns=("image", "labels")) -> datasets.Dataset:
+    """The rows to score, with `columns` (report generation: image and report) and whichever of sex / age / view /
+    site the source has; raises naming the source for a missing column or an empty split."""
     split = check_split(split)
     kind, _, rest = spec_text.partition(":")
     if kind == "synthcxr" and rest and "=" not in rest:
@@ -86,12 +86,12 @@ def load_evaluation_split(spec_text: str, split: str, cache_root) -> datasets.Da
             raise ValueError(f"--data {spec_text}: evaluation reads labelled chexpert:, mimic-cxr:, synthcxr: or "
                              f"saved: sources, not {spec.kind}:")
     names = dataset.column_names
-    missing = [name for name in ("image", "labels") if name not in names]
+    missing = [name for name in columns if name not in names]
     if missing:
         raise ValueError(f"--data {spec_text}: the {split} split has no {missing} column(s) (columns: {names})")
     if len(dataset) == 0:
         raise ValueError(f"--data {spec_text}: the {split} split has no rows")
-    return dataset.select_columns(["image", "labels", *[name for name in METADATA_COLUMNS if name in names]])
+    return dataset.select_columns([*columns, *[name for name in METADATA_COLUMNS if name in names]])
 
 
 def _run_config(model_folder: Path):

@@ -4,10 +4,16 @@
         --split valid --out runs/ft1/eval.json
     python train/evaluate_model.py --model runs/p1/checkpoint-best --data synthcxr:n=512,size=64,seed=7 --out zs.json
     python train/evaluate_model.py --config eval.yaml --bootstrap_samples 2000
+    python train/evaluate_model.py --model runs/rg/checkpoint-best --data mimic-cxr:/data/mimic-cxr-jpg --split test
+    python train/evaluate_model.py --model runs/vqa/open_answers/checkpoint-best --data vqa-rad:/data/vqa-rad \
+        --split test --out runs/vqa/eval_open.json
 
 A classification head (`MedVLForImageClassification`, a full model or a LoRA adapter folder) is scored on its own
 labels; a pretraining checkpoint (`MedVLForPreTraining` / `MedVLModel`) is scored zero-shot with the versioned
-prompt ensembles (train/configs/zero_shot_prompts.yaml: each label's positive against its negative phrasings).
+prompt ensembles (train/configs/zero_shot_prompts.yaml: each label's positive against its negative phrasings). A
+generating model (`MedVLForConditionalGeneration`) writes reports, or, in a VQA run's `open_answers/` folder (or with
+`--task vqa`), answers questions: see `train.evaluate_generation` for its data sources and results (CIDEr-D, ROUGE-L,
+BLEU-1..4, or VQA accuracy closed and open, with bootstrap 95% intervals).
 
 `--out eval.json` gets: per-label and macro AUC-ROC with bootstrap 95% intervals (the project's `medvl_auroc`
 module), the label-order check (labels whose AUC lies below 0.5 beyond its interval: a warning naming them, most
@@ -48,6 +54,15 @@ from train.clinical_eval_data import (
     load_evaluation_split,
 )
 from train.clinical_plots import confusion_plot, reliability_plot, subgroup_plot
+from train.evaluate_generation import (
+    GENERATOR,
+    TASKS,
+    describe,
+    evaluate_generation,
+    generation_task,
+    load_generation_split,
+    run_folder,
+)
 from train.finetune_data import ClassificationCollator
 from train.finetune_eval import plot_roc_curves, probabilities
 from train.finetune_model import load_processor
@@ -63,7 +78,11 @@ logger = get_logger("medvl.evaluate")
 @dataclass
 class EvaluateArguments:
     model: Optional[str] = field(default=None, metadata={
-        "help": "Saved MedVL folder: a classifier (full or LoRA adapter) or a pretraining checkpoint (zero-shot)."})
+        "help": "Saved MedVL folder: a classifier (full or LoRA adapter), a pretraining checkpoint (zero-shot) or a "
+                "generating model (report generation, or a VQA run's open_answers/checkpoint-best)."})
+    task: str = field(default="auto", metadata={
+        "help": "For a generating model: 'report_generation' or 'vqa'; 'auto': 'vqa' in a VQA run's open_answers/ "
+                "folder.", "choices": list(TASKS)})
     data: Optional[str] = field(default=None, metadata={
         "help": "Labelled source: chexpert:/dir, mimic-cxr:/dir, synthcxr:/written_dir, synthcxr:n=256,size=64,seed=7 "
                 "or saved:/dir."})
@@ -84,6 +103,9 @@ class EvaluateArguments:
     min_group_size: int = field(default=20, metadata={"help": "Smallest subgroup compared in the gap."})
     calibration_bins: int = field(default=10, metadata={"help": "Equal-width probability bins of the ECE."})
     threshold: float = field(default=0.5, metadata={"help": "Probability at or above which a label is predicted."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Report generation: the most tokens per report."})
+    html_examples: int = field(default=8, metadata={
+        "help": "Report generation: studies shown in <out>_figures/examples.html (0: none)."})
     zero_shot_prompts: Optional[str] = field(default=None, metadata={
         "help": "Prompt file in the layout of train/configs/zero_shot_prompts.yaml (zero-shot only)."})
     base_model: Optional[str] = field(default=None, metadata={"help": "Base of a LoRA adapter that was moved."})
@@ -105,8 +127,10 @@ def parse_evaluate_args(argv=None) -> EvaluateArguments:
     for name in ("bootstrap_samples", "subgroup_bootstrap_samples"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.batch_size < 1 or args.min_group_size < 1:
-        raise UserError("--batch_size and --min_group_size must be >= 1")
+    if args.batch_size < 1 or args.min_group_size < 1 or args.max_new_tokens < 1:
+        raise UserError("--batch_size, --min_group_size and --max_new_tokens must be >= 1")
+    if args.html_examples < 0:
+        raise UserError(f"--html_examples must be >= 0, got {args.html_examples}")
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     if Path(args.out).is_dir():
@@ -114,13 +138,17 @@ def parse_evaluate_args(argv=None) -> EvaluateArguments:
     return args
 
 
-def inspect_model(folder, requested_labels, prompts_file=None):
+def inspect_model(folder, requested_labels, prompts_file=None, task="auto"):
     """(mode, label names, prompts or None) of a saved model, before anything heavy is loaded."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise MissingPathError(f"--model {folder}: not a saved MedVL model folder (no config.json)")
     config = MedVLConfig.from_pretrained(str(folder))
     architectures = config.architectures or []
+    if GENERATOR in architectures:
+        return generation_task(folder, task), None, None
+    if task != "auto":
+        raise UserError(f"--task {task}: for a generating model ({GENERATOR}); --model {folder} is {architectures}")
     if CLASSIFIER in architectures:
         labels = [config.id2label[index] for index in sorted(config.id2label)]
         return "classification", select_labels(requested_labels, labels, "the model's classification head"), None
@@ -129,7 +157,8 @@ def inspect_model(folder, requested_labels, prompts_file=None):
         labels = [name for name in CHEXPERT_LABELS if name in prompts["labels"]]
         return "zero_shot", select_labels(requested_labels, labels, "the zero-shot prompt file"), prompts
     raise UserError(f"--model {folder}: a {architectures} model; evaluate_model scores a classification head "
-                     f"({CLASSIFIER}) or, zero-shot, a pretraining checkpoint ({' / '.join(ZERO_SHOT_MODELS)})")
+                     f"({CLASSIFIER}), a generating model ({GENERATOR}) or, zero-shot, a pretraining checkpoint "
+                     f"({' / '.join(ZERO_SHOT_MODELS)})")
 
 
 @torch.no_grad()
@@ -211,21 +240,29 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     started = time.time()
     out = Path(args.out)
     # Argument errors first, before the model is loaded or any data is read or generated.
+    cache_root = Path(args.cache_dir or out.parent / "data_cache")
     with as_user_errors():  # the label, prompt and data checks of clinical_eval / clinical_eval_data name the value
-        mode, label_names, prompts = inspect_model(args.model, args.labels, args.zero_shot_prompts)
-        check_not_training_data(args.data, args.split, args.model)
-        dataset = load_evaluation_split(args.data, args.split, Path(args.cache_dir or out.parent / "data_cache"))
+        mode, label_names, prompts = inspect_model(args.model, args.labels, args.zero_shot_prompts, args.task)
+        generating = label_names is None
+        check_not_training_data(args.data, args.split, run_folder(args.model, mode) if generating else args.model)
+        dataset = (load_generation_split(mode, args.data, args.split, cache_root) if generating
+                   else load_evaluation_split(args.data, args.split, cache_root))
     model = load_finetuned_model(args.model, args.base_model)
     processor = load_processor(args.model, model.config.vision_config.image_size)
-    logits, targets = predict_logits(model, processor, mode, dataset, label_names, args, prompts,
-                                     resolve_device(args.device))
-    metadata = {name: dataset[name] for name in METADATA_COLUMNS if name in dataset.column_names}
     results = {"model": str(args.model), "mode": mode, "data": args.data, "split": args.split,
-               "uncertain_policy": args.uncertain_policy, "blank_policy": args.blank_policy}
-    if prompts is not None:
-        results["zero_shot_prompts_version"] = prompts["version"]
-    results.update(evaluate_predictions(logits, targets, label_names, metadata, args,
-                                        out.parent / f"{out.stem}_figures"))
+               "bootstrap_samples": args.bootstrap_samples}
+    figures_dir = out.parent / f"{out.stem}_figures"
+    if generating:
+        results.update(evaluate_generation(mode, model, processor, dataset, args, figures_dir,
+                                           resolve_device(args.device)))
+    else:
+        logits, targets = predict_logits(model, processor, mode, dataset, label_names, args, prompts,
+                                         resolve_device(args.device))
+        metadata = {name: dataset[name] for name in METADATA_COLUMNS if name in dataset.column_names}
+        results.update(uncertain_policy=args.uncertain_policy, blank_policy=args.blank_policy)
+        if prompts is not None:
+            results["zero_shot_prompts_version"] = prompts["version"]
+        results.update(evaluate_predictions(logits, targets, label_names, metadata, args, figures_dir))
     results["elapsed_s"] = time.time() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -234,6 +271,10 @@ def run_evaluation(args: EvaluateArguments) -> dict:
 
 
 def report(results: dict, out) -> None:
+    if "auroc_macro" not in results:
+        print(describe(results))
+        print(f"results in {out}")
+        return
     low, high = results["auroc_macro_ci"]
     lines = [f"{results['mode']} macro AUC {results['auroc_macro']:.4f} (95% CI {low:.4f}-{high:.4f}) over "
              f"{len(results['labels_in_macro'])} labels, {results['num_studies']} studies; ECE "

@@ -8,9 +8,10 @@ trained with teacher forcing on image -> report, evaluated with `model.generate`
 
 Early stopping and the best checkpoint by validation CIDEr (`eval_cider`). With `--lora` the vision tower gets
 adapters and the report decoder with its LM head (the task's head) trains in full. eval_results.json holds the
-metric's scores for the best model and two baselines, the most frequent training report given for every image
-(`majority`) and the model before training (`initial_model`); examples.html shows validation images with their
-reference and generated reports side by side.
+metric's scores, with bootstrap 95% intervals over studies (`<score>_ci`, `--bootstrap_samples`), for the best model
+and two baselines, the most frequent training report given for every image (`majority`) and the model before training
+(`initial_model`, without intervals); examples.html shows validation images with their reference and generated
+reports side by side.
 """
 
 
@@ -78,9 +79,31 @@ def decode_reports(tokenizer, token_ids) -> list:
     return [text.strip() for text in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
 
 
-def report_scores(predictions, references) -> dict:
+@torch.no_grad()
+def generate_report_texts(model, processor, images, max_new_tokens: int, batch_size: int) -> list:
+    """Greedy reports for `images` (PIL images), decoded, outside a Trainer."""
+    model.eval()
+    device = next(model.parameters()).device
+    reports = []
+    for start in range(0, len(images), batch_size):
+        pixel_values = processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
+        generated = generate_reports(model, pixel_values.to(device), model.config.text_config, max_new_tokens)
+        reports += decode_reports(processor.tokenizer, generated.cpu())
+    return reports
+
+
+def report_scores(predictions, references, bootstrap_samples=0, seed=0) -> dict:
+    """The medvl_report_generation metric's scores, with `<score>_ci` bootstrap 95% intervals over studies when
+    `bootstrap_samples` > 0."""
     metric = load_metric("medvl_report_generation", keep_in_memory=True)
-    return metric.compute(predictions=list(predictions), references=list(references))
+    return metric.compute(predictions=list(predictions), references=list(references),
+                          bootstrap_samples=bootstrap_samples, seed=seed)
+
+
+def score_summary(result: dict) -> dict:
+    """The scores and, when computed, their intervals (as lists, as JSON keeps them)."""
+    return {**{name: result[name] for name in SCORES},
+            **{f"{name}_ci": list(result[f"{name}_ci"]) for name in SCORES if f"{name}_ci" in result}}
 
 
 class ReportMetrics:
@@ -94,6 +117,15 @@ class ReportMetrics:
         if len(generated) != len(self.references):
             raise ValueError(f"{len(generated)} generated reports for {len(self.references)} validation studies")
         return report_scores(generated, self.references)
+
+
+def describe_scores(result: dict) -> str:
+    """CIDEr, ROUGE-L and BLEU-4 in a line, each with its interval when there is one."""
+    def one(label, name):
+        interval = result.get(f"{name}_ci")
+        return f"{label} {result[name]:.4f}" + (f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})" if interval else "")
+    return ", ".join(one(label, name) for label, name in (("CIDEr", "cider"), ("ROUGE-L", "rouge_l"),
+                                                           ("BLEU-4", "bleu_4")))
 
 
 def run_report_generation(model_args, data_args, args, chosen_training_values=None) -> dict:
@@ -140,9 +172,10 @@ def run_report_generation(model_args, data_args, args, chosen_training_values=No
     generated = generated_reports()
     if not trainer.is_world_process_zero():
         return {}
-    final = report_scores(generated, references)
+    final = report_scores(generated, references, args.bootstrap_samples, args.seed)
     common = most_frequent_report(processor, splits.train["report"])
-    baselines["majority"] = {**report_scores([common] * len(references), references), "report": common}
+    baselines["majority"] = {**score_summary(report_scores([common] * len(references), references,
+                                                           args.bootstrap_samples, args.seed)), "report": common}
     results = {
         "task": "report_generation",
         "split": "validation",
@@ -151,7 +184,8 @@ def run_report_generation(model_args, data_args, args, chosen_training_values=No
         "num_studies": len(references),
         "max_new_tokens": data_args.max_new_tokens,
         "decoding": "greedy",
-        **{name: final[name] for name in SCORES},
+        "bootstrap_samples": args.bootstrap_samples,
+        **score_summary(final),
         "baselines": baselines,
         "trainable_parameters": parameters,
     }
@@ -164,9 +198,10 @@ def run_report_generation(model_args, data_args, args, chosen_training_values=No
     facts = {"trainable_parameters": parameters, "lora": model_args.lora if lora is not None else None}
     results = write_run_files(trainer, train_result, results, facts, "cider", started)
     compared = ", ".join(f"{name} {baseline['cider']:.4f}" for name, baseline in baselines.items())
-    logger.info(f"validation CIDEr {final['cider']:.4f}, ROUGE-L {final['rouge_l']:.4f}, BLEU-4 {final['bleu_4']:.4f}; "
-                f"CIDEr baselines: {compared}; results in {output_dir / EVAL_RESULTS_FILE}")
+    logger.info(f"validation {describe_scores(final)}; CIDEr baselines: {compared}; results in "
+                f"{output_dir / EVAL_RESULTS_FILE}")
     return results
 
 
-__all__ = ["GenerationTrainer", "ReportMetrics", "decode_reports", "generate_reports", "run_report_generation"]
+__all__ = ["GenerationTrainer", "ReportMetrics", "decode_reports", "describe_scores", "generate_report_texts",
+           "generate_reports", "report_scores", "run_report_generation", "score_summary"]

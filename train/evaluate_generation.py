@@ -1,0 +1,135 @@
+"""What `train/evaluate_model.py` does with a generating model (MedVLForConditionalGeneration): report generation,
+or the open-answer generator of a VQA run (`<run>/open_answers/checkpoint-best`, train/finetune_vqa_open.py).
+
+- Report generation: greedy reports for the split's images (at most `--max_new_tokens` tokens), scored against the
+  processor's normal form of the reference reports by the medvl_report_generation module (CIDEr-D, ROUGE-L,
+  BLEU-1..4) with bootstrap 95% intervals over studies, and a side-by-side page of the first `--html_examples`.
+  Sources: those of the classification evaluation that hold reports (mimic-cxr:, synthcxr:, saved:).
+- VQA: every question of the split answered greedily in free text after the question, as in fine-tuning, scored by
+  the medvl_vqa module, closed and open questions apart, with bootstrap 95% intervals over questions; the answers are
+  kept in the results. Sources: `vqa-rad:/dir` (its test questions: VQA-RAD has no validation split),
+  `slake:/dir` (validate.json / test.json), `saved:/dir` (a DatasetDict's validation or test split) and generated
+  `synthcxr:n=..,size=..,seed=..` (SynthCXR in VQA-RAD's layout, used whole).
+"""
+
+from pathlib import Path
+
+import processing
+from train.clinical_eval_data import _saved_split, check_split, load_evaluation_split
+from train.finetune_examples import write_examples_html
+from train.finetune_generation import describe_scores, generate_report_texts, report_scores
+from train.finetune_generation import score_summary as report_summary
+from train.finetune_report_data import normalized_reports
+from train.finetune_vqa import score_summary as vqa_summary
+from train.finetune_vqa import vqa_scores
+from train.finetune_vqa_data import VQA_COLUMNS, split_source, synthcxr_vqa
+from train.finetune_vqa_open import MAX_ANSWER_TOKENS, OPEN_FOLDER, OpenAnswerCollator, generate_open_answers
+
+GENERATOR = "MedVLForConditionalGeneration"
+TASKS = ("auto", "report_generation", "vqa")
+EXAMPLES_FILE = "examples.html"
+SLAKE_SPLITS = {"valid": "validate", "test": "test"}
+
+
+def generation_task(folder, task: str) -> str:
+    """`task`, or for 'auto' 'vqa' when the generator lies in a VQA run's open-answer folder, else
+    'report_generation'."""
+    if task not in TASKS:
+        raise ValueError(f"--task {task!r}: choose one of {list(TASKS)}")
+    if task != "auto":
+        return task
+    return "vqa" if OPEN_FOLDER in Path(folder).resolve().parts[-2:] else "report_generation"
+
+
+def run_folder(folder, task: str) -> Path:
+    """The folder whose run_config.yaml (in it or its parent) names the model's training data: a VQA generator's is
+    two levels up."""
+    folder = Path(folder)
+    return folder.parent if task == "vqa" and OPEN_FOLDER in folder.resolve().parts[-2:] else folder
+
+
+def load_vqa_split(spec_text: str, split: str, cache_root):
+    """The questions to answer (image, question, answer, answer_type); raises naming the source for a missing split
+    or column or an empty split."""
+    split = check_split(split)
+    kind, location = split_source(spec_text)
+    if kind == "vqa-rad":
+        if split != "test":
+            raise ValueError(f"--data {spec_text}: VQA-RAD has train and test questions only (fine-tuning validates on "
+                             "a held-out share of train); use --split test")
+        dataset = processing.load_vqa_rad(location, split="test")
+    elif kind == "slake":
+        dataset = processing.load_slake(location, SLAKE_SPLITS[split])
+    elif kind == "saved":
+        dataset = _saved_split(location, split)
+    else:
+        dataset = synthcxr_vqa(location, cache_root)
+    missing = [name for name in VQA_COLUMNS if name not in dataset.column_names]
+    if missing:
+        raise ValueError(f"--data {spec_text}: the {split} split has no {missing} column(s) "
+                         f"(columns: {dataset.column_names})")
+    if len(dataset) == 0:
+        raise ValueError(f"--data {spec_text}: the {split} split has no questions")
+    return dataset.select_columns(list(VQA_COLUMNS))
+
+
+def load_generation_split(task: str, spec_text: str, split: str, cache_root):
+    if task == "vqa":
+        return load_vqa_split(spec_text, split, cache_root)
+    dataset = load_evaluation_split(spec_text, split, cache_root, columns=("image", "report"))
+    with_report = [index for index, report in enumerate(dataset["report"]) if report and report.strip()]
+    if not with_report:
+        raise ValueError(f"--data {spec_text}: no study of the {split} split has a report")
+    return dataset.select(with_report)
+
+
+def evaluate_reports(model, processor, dataset, args, figures_dir) -> dict:
+    images = list(dataset["image"])
+    references = normalized_reports(processor, dataset["report"])
+    generated = generate_report_texts(model, processor, images, args.max_new_tokens, args.batch_size)
+    result = {"num_studies": len(references), "max_new_tokens": args.max_new_tokens, "decoding": "greedy",
+              **report_summary(report_scores(generated, references, args.bootstrap_samples, args.seed))}
+    shown = min(args.html_examples, len(references))
+    if shown:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+        page = write_examples_html(Path(figures_dir) / EXAMPLES_FILE, images[:shown], references[:shown],
+                                   generated[:shown], title=f"{args.data} ({args.split}): reference and generated "
+                                                            "reports")
+        result["figures"] = {"examples": str(page)}
+    return result
+
+
+def evaluate_vqa(model, processor, dataset, args) -> dict:
+    collator = OpenAnswerCollator(processor, model.config.text_config.eos_token_id)
+    answers = generate_open_answers(model, collator, dataset, args.batch_size)
+    scores = vqa_scores(answers, dataset["answer"], dataset["answer_type"], None, args.bootstrap_samples, args.seed)
+    rows = zip(dataset["question"], dataset["answer_type"], dataset["answer"], answers)
+    skipped = {"bootstrap_skipped": scores["bootstrap_skipped"]} if "bootstrap_skipped" in scores else {}
+    return {"num_questions": len(answers), "max_new_tokens": MAX_ANSWER_TOKENS, "decoding": "greedy",
+            **vqa_summary(scores), **skipped,
+            "answers": [{"question": question, "answer_type": kind, "reference": reference, "answer": answer}
+                        for question, kind, reference, answer in rows]}
+
+
+def evaluate_generation(task: str, model, processor, dataset, args, figures_dir, device: str) -> dict:
+    model.to(device)
+    if task == "vqa":
+        return evaluate_vqa(model, processor, dataset, args)
+    return evaluate_reports(model, processor, dataset, args, figures_dir)
+
+
+def describe(results: dict) -> str:
+    """The headline line of a generation task's results."""
+    if results["mode"] == "report_generation":
+        return f"report_generation {describe_scores(results)} over {results['num_studies']} studies"
+    parts = []
+    for label, name in (("accuracy", "accuracy"), ("closed", "closed_accuracy"), ("open", "open_accuracy")):
+        interval = results.get(f"{name}_ci")
+        parts.append(f"{label} {results[name]:.4f}" + (f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
+                                                       if interval else ""))
+    return (f"vqa {', '.join(parts)} over {results['num_closed']} closed and {results['num_open']} open questions "
+            "(generated answers)")
+
+
+__all__ = ["GENERATOR", "TASKS", "describe", "evaluate_generation", "generation_task", "load_generation_split",
+           "load_vqa_split", "run_folder"]
