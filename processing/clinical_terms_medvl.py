@@ -31,8 +31,9 @@ SPELLING_RULES = [
     ("grey", r"\bgrey\b", "gray"),
     ("manoeuvre", r"\bmanoeuvre", "maneuver"),
     (
-        ("locali", "visuali", "characteri", "stabili", "hospitali", "immobili", "organi", "recogni",
-         "minimi", "catheteri", "emphasi", "normali", "generali"),
+        # Cues end in the "s" that changes: "localized" and "normal" skip the rule.
+        ("localis", "visualis", "characteris", "stabilis", "hospitalis", "immobilis", "organis", "recognis",
+         "minimis", "catheteris", "emphasis", "normalis", "generalis"),
         r"(?:(?<=\blocali)|(?<=\bvisuali)|(?<=\bcharacteri)|(?<=\bstabili)|(?<=\bhospitali)|"
         r"(?<=\bimmobili)|(?<=\borgani)|(?<=\brecogni)|(?<=\bminimi)|(?<=\bcatheteri)|"
         r"(?<=\bemphasi)|(?<=\bnormali)|(?<=\bgenerali))s(?=(?:e|ed|es|ing|ation|ations)\b)",

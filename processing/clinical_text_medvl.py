@@ -35,6 +35,30 @@ from .clinical_terms_medvl import (
 # "K" (Kelvin) "k", and the matched text would miss the lookup tables.
 _ASCII_IGNORECASE = re.IGNORECASE | re.ASCII
 
+def _alternation(keys, space=" "):
+    """A regex matching any of `keys` (a space in a key matches `space`), the longest first where
+    one is a prefix of another, as a longest-first alternation would, but written as a trie: the
+    regex engine tries the alternatives of a group one by one, and a flat alternation of a few
+    hundred keys costs that many tries at every position."""
+    trie = {}
+    for key in keys:
+        node = trie
+        for char in key:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return _trie_regex(trie, space)
+
+
+def _trie_regex(node, space):
+    branches = [(space if char == " " else re.escape(char)) + _trie_regex(child, space)
+                for char, child in node.items() if char]
+    if not branches:
+        return ""
+    alternation = branches[0] if len(branches) == 1 and "" not in node else "(?:" + "|".join(branches) + ")"
+    # Greedy "?": the longer keys below this node are tried before the key that ends here.
+    return alternation + "?" if "" in node else alternation
+
+
 # Canonical section name -> header spellings (matched case-insensitively, any spacing).
 SECTION_ALIASES = {
     "findings": ("findings", "finding", "findings and impression", "findings/impression"),
@@ -57,8 +81,7 @@ _HEADER_NAME = {" ".join(alias.split()): name for name, aliases in SECTION_ALIAS
 
 
 def _header_alternation(upper=False):
-    aliases = sorted(_HEADER_NAME, key=len, reverse=True)
-    return "|".join(r"[ \t]+".join(re.escape(w.upper() if upper else w) for w in alias.split()) for alias in aliases)
+    return _alternation([alias.upper() if upper else alias for alias in _HEADER_NAME], space=r"[ \t]+")
 
 
 _HEADER_RE = re.compile(
@@ -80,7 +103,7 @@ def extract_sections(text):
     """
     sections = {}
     name, start = "preamble", 0
-    for match in _HEADER_RE.finditer(text):
+    for match in _header_matches(text):
         _add_section(sections, name, text[start:match.start()])
         header = match.group("header") or match.group("upper")
         if header:
@@ -90,6 +113,28 @@ def extract_sections(text):
         start = match.end()
     _add_section(sections, name, text[start:])
     return sections
+
+
+def _header_matches(text):
+    """`_HEADER_RE.finditer(text)`, scanning only where a header can be.
+
+    A header never spans lines (its spacing is [ \t]) and ends in a colon unless it is a colonless
+    header line, so a line is scanned up to its last colon, or whole when it holds a colonless
+    header word, and not at all otherwise: the regex costs about 0.1 us a character. The scan runs
+    in place (pos/endpos), so "^", "$" and the lookbehinds see what they see in the whole text.
+    """
+    lowered = text.lower()
+    colonless = "final" in lowered or "addendum" in lowered
+    start = 0
+    # lower() keeps every line break, so the lines of `lowered` are those of `text`.
+    for line, lowered_line in zip(text.split("\n"), lowered.split("\n")):
+        if colonless and ("final" in lowered_line or "addendum" in lowered_line):
+            yield from _HEADER_RE.finditer(text, start, start + len(line))
+        else:
+            colon = line.rfind(":")
+            if colon >= 0:
+                yield from _HEADER_RE.finditer(text, start, start + colon + 1)
+        start += len(line) + 1
 
 
 def _add_section(sections, name, content):
@@ -105,8 +150,6 @@ def _add_section(sections, name, content):
 _CASE_INSENSITIVE = {key.lower(): value for key, value in SHORTHAND.items()}
 
 
-def _alternation(keys):
-    return "|".join(re.escape(key) for key in sorted(keys, key=len, reverse=True))
 
 
 # Table keys all end in a letter or digit (checked by the tests), so one word boundary fits all.
@@ -118,7 +161,9 @@ _ALTERNATIVES = [
     r"(?P<shortdot>\.(?=\s*[a-z0-9]))?",
     r"(?P<word>" + _alternation(_UPPER_KEYS) + r")(?P<plural>s)?(?!\w)(?P<dot>\.(?=\s*[a-z]))?",
 ]
-_ABBREVIATION_RE = re.compile(r"(?<![\w/.-])(?:" + "|".join(_ALTERNATIVES) + r")")
+# Every key starts with an ASCII letter: the lookahead rejects other positions before the
+# lookbehind and the alternatives are tried.
+_ABBREVIATION_RE = re.compile(r"(?=[A-Za-z])(?<![\w/.-])(?:" + "|".join(_ALTERNATIVES) + r")")
 _COMPILED_CONTEXT = {
     abbreviation: [
         (expansion,
@@ -147,11 +192,12 @@ def expand_abbreviations(text):
     as written when no rule applies. The expansion is capitalised at a sentence start and
     upper-cased inside an all-capitals sentence.
     """
-    text = _GREATER_THAN_RE.sub(
-        lambda m: _fit_case(f"{_SIDE[m.group(1)]} greater than {_SIDE[m.group(2)]}", text, m.start(), m.end())
-        if m.group(1) != m.group(2) else m.group(0),
-        text,
-    )
+    if ">" in text:
+        text = _GREATER_THAN_RE.sub(
+            lambda m: _fit_case(f"{_SIDE[m.group(1)]} greater than {_SIDE[m.group(2)]}", text, m.start(), m.end())
+            if m.group(1) != m.group(2) else m.group(0),
+            text,
+        )
     return _ABBREVIATION_RE.sub(lambda match: _expand(match, text), text)
 
 
@@ -198,9 +244,15 @@ def _fit_case(expansion, text, start, end):
     ]
     if context_words and all(word.isupper() for word in context_words):
         return expansion.upper()
-    if _SENTENCE_START_RE.search(text[:start]) and text[start].isupper():
+    if text[start].isupper() and _starts_sentence(text, start):
         return expansion[0].upper() + expansion[1:]
     return expansion
+
+
+def _starts_sentence(text, start):
+    # `_SENTENCE_START_RE.search(text[:start])`, tried only where it can match: at the last
+    # non-space character before `start`, or at the text start.
+    return _SENTENCE_START_RE.search(text, max(0, len(text[:start].rstrip()) - 1), start) is not None
 
 
 # ---------------------------------------------------------------- terminology
@@ -236,8 +288,10 @@ def standardize_terms(text):
     ("pleural fluid" -> "pleural effusion"), keeping the case pattern of the replaced words."""
     lowered = text.lower()
     for cues, pattern, replacement in _TERM_RULES:
-        if any(cue in lowered for cue in cues):
-            text = pattern.sub(lambda m: _same_case(replacement, m.group(0)), text)
+        for cue in cues:
+            if cue in lowered:
+                text = pattern.sub(lambda m: _same_case(replacement, m.group(0)), text)
+                break
     return text
 
 
@@ -285,8 +339,6 @@ def swap_laterality(text):
 
 
 # ---------------------------------------------------------------- the normaliser
-
-_WHITESPACE_RE = re.compile(r"\s+")
 
 
 class ClinicalTextNormalizer:
@@ -364,7 +416,8 @@ class ClinicalTextNormalizer:
         if self.standardize_terms:
             text = standardize_terms(text)
         if self.collapse_whitespace:
-            text = _WHITESPACE_RE.sub(" ", text).strip()
+            # str.split() splits on exactly the characters of the regex class \s.
+            text = " ".join(text.split())
         return text
 
     def _select_sections(self, text):
