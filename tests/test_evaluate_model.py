@@ -15,10 +15,12 @@ from processing.tokenizer_training import train_clinical_tokenizer
 from train.clinical_eval import LabelOrderWarning, check_predictions, evaluate_auroc
 from train.evaluate_generation import generation_task, load_vqa_split
 from train.evaluate_model import evaluate_predictions, main
+from train.finetune import main as finetune
 from train.finetune_generation import generate_report_texts, report_scores
 from train.finetune_model import build_image_processor, label_config, load_processor
 from train.finetune_report_data import normalized_reports
 from train.finetune_vqa_open import OPEN_FOLDER
+from train.metrics import load_metric
 from train.pretrain_setup import build_processor, token_ids
 
 LABELS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax"]
@@ -180,3 +182,33 @@ def test_a_vqa_generator_is_recognised_and_reports_are_refused_for_a_classifier(
         main(["--model", str(classifier), "--data", DATA, "--task", "vqa", "--out", str(tmp_path / "eval.json")])
     with pytest.raises(ValueError, match=r"use --split test"):
         load_vqa_split("vqa-rad:/nowhere", "valid", tmp_path)
+
+
+def test_a_vqa_runs_open_answer_generator_answers_every_question_as_in_fine_tuning(tmp_path, capsys):
+    """A short VQA fine-tuning run, then its generator evaluated on the run's validation set: the open questions'
+    generated answers, and so their accuracy, are those of the run's own evaluation; closed questions are answered
+    too and every question is scored."""
+    run = tmp_path / "vqa"
+    finetune(["--task", "vqa", "--data", "synthcxr:n=12,size=64,seed=3", "--validation_size", "6", "--max_steps",
+              "4", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--bootstrap_samples", "0",
+              "--no_evaluate_initial_model", "--output_dir", str(run), "--cache_dir", str(tmp_path / "cache"),
+              "--report_to", "none", "--disable_tqdm", "true"])
+    trained = json.loads((run / "eval_results.json").read_text())
+    out = tmp_path / "eval_open.json"
+    results = main(["--model", str(run / OPEN_FOLDER / "checkpoint-best"), "--data", trained["validation_data"],
+                    "--split", "valid", "--out", str(out), "--cache_dir", str(tmp_path / "cache"), *FAST])
+    saved = json.loads(out.read_text())
+    assert saved["mode"] == "vqa" and saved["num_questions"] == len(saved["answers"]) == trained["num_questions"]
+    assert saved["num_open"] == trained["num_open"] > 0 and saved["num_closed"] == trained["num_closed"] > 0
+    assert saved["open_accuracy"] == pytest.approx(trained["open_accuracy"])
+    empty = sum(not row["answer"] for row in saved["answers"] if row["answer_type"] == "OPEN")
+    assert empty == trained["generated_open_answers"]["empty"]
+    assert_intervals_hold_the_scores(saved, ("accuracy", "closed_accuracy", "open_accuracy"))
+    assert results["open_accuracy_ci"] == tuple(saved["open_accuracy_ci"])
+    rows = saved["answers"]
+    rescored = load_metric("medvl_vqa").compute(
+        predictions=[row["answer"] for row in rows], references=[row["reference"] for row in rows],
+        answer_types=[row["answer_type"] for row in rows], bootstrap_samples=20)
+    assert rescored["accuracy"] == saved["accuracy"]
+    assert list(rescored["closed_accuracy_ci"]) == saved["closed_accuracy_ci"]
+    assert "vqa accuracy" in capsys.readouterr().out
