@@ -1,18 +1,24 @@
-"""What `train/evaluate_model.py` does with a generating model (MedVLForConditionalGeneration): report generation,
-or the open-answer generator of a VQA run (`<run>/open_answers/checkpoint-best`, train/finetune_vqa_open.py).
+"""What `train/evaluate_model.py` does with a model that writes reports or answers questions: report generation
+(MedVLForConditionalGeneration), and VQA, by a VQA run's open-answer generator alone
+(`<run>/open_answers/checkpoint-best`, train/finetune_vqa_open.py) or by its answer classifier
+(MedVLForQuestionAnswering, `<run>/checkpoint-best`) with the open questions answered by the run's generator when
+it is there, as in the run's own final evaluation.
 
 - Report generation: greedy reports for the split's images (at most `--max_new_tokens` tokens), scored against the
   processor's normal form of the reference reports by the medvl_report_generation module (CIDEr-D, ROUGE-L,
   BLEU-1..4) with bootstrap 95% intervals over studies, and a side-by-side page of the first `--html_examples`.
   Sources: those of the classification evaluation that hold reports (mimic-cxr:, synthcxr:, saved:).
-- VQA: every question of the split answered greedily in free text after the question, as in fine-tuning, scored by
-  the medvl_vqa module, closed and open questions apart, with bootstrap 95% intervals over questions; the answers are
-  kept in the results. Sources: `vqa-rad:/dir` (its test questions: VQA-RAD has no validation split),
-  `slake:/dir` (validate.json / test.json), `saved:/dir` (a DatasetDict's validation or test split) and generated
-  `synthcxr:n=..,size=..,seed=..` (SynthCXR in VQA-RAD's layout, used whole).
+- VQA: every question of the split answered, by the generator greedily in free text after the question, or by the
+  classifier over its answer vocabulary, scored by the medvl_vqa module, closed and open questions apart, with
+  bootstrap 95% intervals over questions; the answers are kept in the results. Sources: `vqa-rad:/dir` (its test
+  questions: VQA-RAD has no validation split), `slake:/dir` (validate.json / test.json), `saved:/dir` (a
+  DatasetDict's validation or test split) and generated `synthcxr:n=..,size=..,seed=..` (SynthCXR in VQA-RAD's
+  layout, used whole).
 """
 
 from pathlib import Path
+
+import torch
 
 import processing
 from train.clinical_eval_data import _saved_split, check_split, load_evaluation_split
@@ -20,12 +26,16 @@ from train.finetune_examples import write_examples_html
 from train.finetune_generation import describe_scores, generate_report_texts, report_scores
 from train.finetune_generation import score_summary as report_summary
 from train.finetune_report_data import normalized_reports
+from train.finetune_model import load_processor
+from train.finetune_run import BEST_FOLDER
+from train.finetune_vqa import answers_of, vqa_scores, with_open_answers
 from train.finetune_vqa import score_summary as vqa_summary
-from train.finetune_vqa import vqa_scores
-from train.finetune_vqa_data import VQA_COLUMNS, split_source, synthcxr_vqa
+from train.finetune_vqa_data import VQA_COLUMNS, VqaCollator, split_source, synthcxr_vqa
 from train.finetune_vqa_open import MAX_ANSWER_TOKENS, OPEN_FOLDER, OpenAnswerCollator, generate_open_answers
+from train.lora_presets import load_finetuned_model
 
 GENERATOR = "MedVLForConditionalGeneration"
+ANSWER_CLASSIFIER = "MedVLForQuestionAnswering"
 TASKS = ("auto", "report_generation", "vqa")
 EXAMPLES_FILE = "examples.html"
 SLAKE_SPLITS = {"valid": "validate", "test": "test"}
@@ -99,14 +109,51 @@ def evaluate_reports(model, processor, dataset, args, figures_dir) -> dict:
     return result
 
 
-def evaluate_vqa(model, processor, dataset, args) -> dict:
+def generated_answers(model, processor, dataset, batch_size: int) -> list:
     collator = OpenAnswerCollator(processor, model.config.text_config.eos_token_id)
-    answers = generate_open_answers(model, collator, dataset, args.batch_size)
+    return generate_open_answers(model, collator, dataset, batch_size)
+
+
+@torch.no_grad()
+def classified_answers(model, processor, dataset, batch_size: int) -> list:
+    """The classifier's answer (its most likely vocabulary entry) to every question."""
+    model.eval()
+    vocabulary = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    collator = VqaCollator(processor, vocabulary)
+    device = next(model.parameters()).device
+    answers = []
+    for start in range(0, len(dataset), batch_size):
+        batch = collator([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
+        batch.pop("labels")
+        answers += answers_of(model(**{key: value.to(device) for key, value in batch.items()}).logits.cpu(),
+                              vocabulary)
+    return answers
+
+
+def open_answers_model(folder):
+    """The open-answer generator of the VQA run whose classifier is in `folder`, or None."""
+    generator = Path(folder).parent / OPEN_FOLDER / BEST_FOLDER
+    return generator if (generator / "config.json").is_file() else None
+
+
+def evaluate_vqa(model, processor, dataset, args, device: str) -> dict:
+    if GENERATOR in (model.config.architectures or []):
+        answers, sources = generated_answers(model, processor, dataset, args.batch_size), {"all": "generated"}
+    else:
+        answers, sources = classified_answers(model, processor, dataset, args.batch_size), {"all": "classified"}
+        generator_folder = open_answers_model(args.model)
+        if generator_folder is not None:
+            generator = load_finetuned_model(generator_folder).to(device)
+            generator_processor = load_processor(generator_folder, generator.config.vision_config.image_size)
+            open_rows = [index for index, kind in enumerate(dataset["answer_type"]) if kind.upper() == "OPEN"]
+            generated = generated_answers(generator, generator_processor, dataset.select(open_rows), args.batch_size)
+            answers = with_open_answers(answers, open_rows, generated)
+            sources = {"closed": "classified", "open": f"generated by {generator_folder}"}
     scores = vqa_scores(answers, dataset["answer"], dataset["answer_type"], None, args.bootstrap_samples, args.seed)
     rows = zip(dataset["question"], dataset["answer_type"], dataset["answer"], answers)
     skipped = {"bootstrap_skipped": scores["bootstrap_skipped"]} if "bootstrap_skipped" in scores else {}
-    return {"num_questions": len(answers), "max_new_tokens": MAX_ANSWER_TOKENS, "decoding": "greedy",
-            **vqa_summary(scores), **skipped,
+    return {"num_questions": len(answers), "answered": sources, "max_new_tokens": MAX_ANSWER_TOKENS,
+            "decoding": "greedy", **vqa_summary(scores), **skipped,
             "answers": [{"question": question, "answer_type": kind, "reference": reference, "answer": answer}
                         for question, kind, reference, answer in rows]}
 
@@ -114,7 +161,7 @@ def evaluate_vqa(model, processor, dataset, args) -> dict:
 def evaluate_generation(task: str, model, processor, dataset, args, figures_dir, device: str) -> dict:
     model.to(device)
     if task == "vqa":
-        return evaluate_vqa(model, processor, dataset, args)
+        return evaluate_vqa(model, processor, dataset, args, device)
     return evaluate_reports(model, processor, dataset, args, figures_dir)
 
 
@@ -127,9 +174,10 @@ def describe(results: dict) -> str:
         interval = results.get(f"{name}_ci")
         parts.append(f"{label} {results[name]:.4f}" + (f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
                                                        if interval else ""))
+    answered = ", ".join(f"{kind}: {source}" for kind, source in results["answered"].items())
     return (f"vqa {', '.join(parts)} over {results['num_closed']} closed and {results['num_open']} open questions "
-            "(generated answers)")
+            f"(answers {answered})")
 
 
-__all__ = ["GENERATOR", "TASKS", "describe", "evaluate_generation", "generation_task", "load_generation_split",
-           "load_vqa_split", "run_folder"]
+__all__ = ["ANSWER_CLASSIFIER", "GENERATOR", "TASKS", "classified_answers", "describe", "evaluate_generation",
+           "generated_answers", "generation_task", "load_generation_split", "load_vqa_split", "run_folder"]

@@ -5,6 +5,7 @@
     python train/evaluate_model.py --model runs/p1/checkpoint-best --data synthcxr:n=512,size=64,seed=7 --out zs.json
     python train/evaluate_model.py --config eval.yaml --bootstrap_samples 2000
     python train/evaluate_model.py --model runs/rg/checkpoint-best --data mimic-cxr:/data/mimic-cxr-jpg --split test
+    python train/evaluate_model.py --model runs/vqa/checkpoint-best --data vqa-rad:/data/vqa-rad --split test
     python train/evaluate_model.py --model runs/vqa/open_answers/checkpoint-best --data vqa-rad:/data/vqa-rad \
         --split test --out runs/vqa/eval_open.json
 
@@ -12,8 +13,9 @@ A classification head (`MedVLForImageClassification`, a full model or a LoRA ada
 labels; a pretraining checkpoint (`MedVLForPreTraining` / `MedVLModel`) is scored zero-shot with the versioned
 prompt ensembles (train/configs/zero_shot_prompts.yaml: each label's positive against its negative phrasings). A
 generating model (`MedVLForConditionalGeneration`) writes reports, or, in a VQA run's `open_answers/` folder (or with
-`--task vqa`), answers questions: see `train.evaluate_generation` for its data sources and results (CIDEr-D, ROUGE-L,
-BLEU-1..4, or VQA accuracy closed and open, with bootstrap 95% intervals).
+`--task vqa`), answers questions; a VQA run's answer classifier (`MedVLForQuestionAnswering`) answers them with the
+run's generator for the open ones: see `train.evaluate_generation` for the data sources and results (CIDEr-D,
+ROUGE-L, BLEU-1..4, or VQA accuracy closed and open, with bootstrap 95% intervals).
 
 `--out eval.json` gets: per-label and macro AUC-ROC with bootstrap 95% intervals (the project's `medvl_auroc`
 module), the label-order check (labels whose AUC lies below 0.5 beyond its interval: a warning naming them, most
@@ -55,6 +57,7 @@ from train.clinical_eval_data import (
 )
 from train.clinical_plots import confusion_plot, reliability_plot, subgroup_plot
 from train.evaluate_generation import (
+    ANSWER_CLASSIFIER,
     GENERATOR,
     TASKS,
     describe,
@@ -79,7 +82,8 @@ logger = get_logger("medvl.evaluate")
 class EvaluateArguments:
     model: Optional[str] = field(default=None, metadata={
         "help": "Saved MedVL folder: a classifier (full or LoRA adapter), a pretraining checkpoint (zero-shot) or a "
-                "generating model (report generation, or a VQA run's open_answers/checkpoint-best)."})
+                "generating model (report generation, or a VQA run's open_answers/checkpoint-best), a VQA run's "
+                "answer classifier."})
     task: str = field(default="auto", metadata={
         "help": "For a generating model: 'report_generation' or 'vqa'; 'auto': 'vqa' in a VQA run's open_answers/ "
                 "folder.", "choices": list(TASKS)})
@@ -147,8 +151,11 @@ def inspect_model(folder, requested_labels, prompts_file=None, task="auto"):
     architectures = config.architectures or []
     if GENERATOR in architectures:
         return generation_task(folder, task), None, None
+    if ANSWER_CLASSIFIER in architectures and task in ("auto", "vqa"):
+        return "vqa", None, None
     if task != "auto":
-        raise UserError(f"--task {task}: for a generating model ({GENERATOR}); --model {folder} is {architectures}")
+        raise UserError(f"--task {task}: for a generating model ({GENERATOR}) or, vqa, an answer classifier "
+                        f"({ANSWER_CLASSIFIER}); --model {folder} is {architectures}")
     if CLASSIFIER in architectures:
         labels = [config.id2label[index] for index in sorted(config.id2label)]
         return "classification", select_labels(requested_labels, labels, "the model's classification head"), None
@@ -157,8 +164,8 @@ def inspect_model(folder, requested_labels, prompts_file=None, task="auto"):
         labels = [name for name in CHEXPERT_LABELS if name in prompts["labels"]]
         return "zero_shot", select_labels(requested_labels, labels, "the zero-shot prompt file"), prompts
     raise UserError(f"--model {folder}: a {architectures} model; evaluate_model scores a classification head "
-                     f"({CLASSIFIER}), a generating model ({GENERATOR}) or, zero-shot, a pretraining checkpoint "
-                     f"({' / '.join(ZERO_SHOT_MODELS)})")
+                     f"({CLASSIFIER}), a generating model ({GENERATOR}), an answer classifier ({ANSWER_CLASSIFIER}) "
+                     f"or, zero-shot, a pretraining checkpoint ({' / '.join(ZERO_SHOT_MODELS)})")
 
 
 @torch.no_grad()
@@ -243,19 +250,16 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     cache_root = Path(args.cache_dir or out.parent / "data_cache")
     with as_user_errors():  # the label, prompt and data checks of clinical_eval / clinical_eval_data name the value
         mode, label_names, prompts = inspect_model(args.model, args.labels, args.zero_shot_prompts, args.task)
-        generating = label_names is None
-        check_not_training_data(args.data, args.split, run_folder(args.model, mode) if generating else args.model)
-        dataset = (load_generation_split(mode, args.data, args.split, cache_root) if generating
-                   else load_evaluation_split(args.data, args.split, cache_root))
+        labelled = label_names is not None  # classification, zero-shot: scored on image labels
+        check_not_training_data(args.data, args.split, args.model if labelled else run_folder(args.model, mode))
+        dataset = (load_evaluation_split(args.data, args.split, cache_root) if labelled
+                   else load_generation_split(mode, args.data, args.split, cache_root))
     model = load_finetuned_model(args.model, args.base_model)
     processor = load_processor(args.model, model.config.vision_config.image_size)
     results = {"model": str(args.model), "mode": mode, "data": args.data, "split": args.split,
                "bootstrap_samples": args.bootstrap_samples}
     figures_dir = out.parent / f"{out.stem}_figures"
-    if generating:
-        results.update(evaluate_generation(mode, model, processor, dataset, args, figures_dir,
-                                           resolve_device(args.device)))
-    else:
+    if labelled:
         logits, targets = predict_logits(model, processor, mode, dataset, label_names, args, prompts,
                                          resolve_device(args.device))
         metadata = {name: dataset[name] for name in METADATA_COLUMNS if name in dataset.column_names}
@@ -263,6 +267,9 @@ def run_evaluation(args: EvaluateArguments) -> dict:
         if prompts is not None:
             results["zero_shot_prompts_version"] = prompts["version"]
         results.update(evaluate_predictions(logits, targets, label_names, metadata, args, figures_dir))
+    else:
+        results.update(evaluate_generation(mode, model, processor, dataset, args, figures_dir,
+                                           resolve_device(args.device)))
     results["elapsed_s"] = time.time() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
