@@ -5,6 +5,9 @@ Loading by path needs no Hub access, so the metrics work offline (`HF_HUB_OFFLIN
     >>> from train.metrics import load_metric
     >>> auroc = load_metric("medvl_auroc")
     >>> auroc.compute(predictions=scores, references=labels, label_names=names)
+
+The bootstrap 95% intervals of medvl_auroc, medvl_report_generation and medvl_vqa share one resampling,
+`train/metrics/bootstrap.py`.
 """
 
 from pathlib import Path
