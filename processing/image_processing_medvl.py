@@ -5,9 +5,10 @@ Pipeline per image (torch, batched where shapes agree):
   read/convert to the 0-255 scale, 1 or 3 channels: 8-bit sources as uint8, deeper ones (16-bit
   PNG, DICOM) as float32, never quantised to 8 bits
   -> resize to `size` by `resize_mode` ("squash": stretch to size; "pad": keep the aspect ratio,
-     fit inside size); 8-bit sources are resampled in uint8, as CLIP's processor does, then float32
-  -> optional local contrast normalisation (CLAHE, see `local_contrast_medvl.py`), at the resized
-     resolution so its tile grid means the same for every source size
+     fit inside size); 8-bit sources are resampled in uint8, as CLIP's processor does
+  -> optional local contrast normalisation (CLAHE, see `local_contrast_medvl.py`; OpenCV's, in uint8,
+     on 8-bit sources), at the resized resolution so its tile grid means the same for every source
+     size; float32 from here on
   -> "pad" mode: centre on a black canvas of `size`
   -> grey to 3 channels (after resizing: a third of the work), rescale and normalise with mean/std.
 
@@ -185,10 +186,10 @@ class MedVLImageProcessor(TorchvisionBackend):
             if resize_mode == "pad":
                 canvas, target = target, _fit_inside(stacked.shape[-2:], target)
             stacked = self.resize(stacked, SizeDict(height=target[0], width=target[1]), resample=resample)
+        if do_local_contrast:  # before float32: 8-bit stacks go through OpenCV in uint8
+            stacked = local_contrast_normalize(stacked, local_contrast_tile_grid, local_contrast_clip_limit)
         # float32 from here on; bicubic overshoot on float sources would escape the source range.
         stacked = stacked.to(torch.float32).clamp_(0.0, 255.0)
-        if do_local_contrast:
-            stacked = local_contrast_normalize(stacked, local_contrast_tile_grid, local_contrast_clip_limit)
         if canvas is not None:
             stacked = _pad_to_centre(stacked, canvas)
         if do_center_crop:
