@@ -221,5 +221,6 @@ def test_a_vqa_run_evaluated_as_in_fine_tuning_by_its_generator_and_by_its_class
     assert combined["answered"]["open"].startswith("generated")
     for name in ("accuracy", "closed_accuracy", "open_accuracy"):
         assert combined[name] == pytest.approx(trained[name]), name
+    assert combined["reference_answers_outside_vocabulary"] == trained["validation_answers_outside_vocabulary"]
     assert [row["answer"] for row in combined["answers"] if row["answer_type"] == "OPEN"] == \
         [row["answer"] for row in saved["answers"] if row["answer_type"] == "OPEN"]

@@ -81,15 +81,15 @@ logger = get_logger("medvl.evaluate")
 @dataclass
 class EvaluateArguments:
     model: Optional[str] = field(default=None, metadata={
-        "help": "Saved MedVL folder: a classifier (full or LoRA adapter), a pretraining checkpoint (zero-shot) or a "
-                "generating model (report generation, or a VQA run's open_answers/checkpoint-best), a VQA run's "
-                "answer classifier."})
+        "help": "Saved MedVL folder (full or LoRA adapter): a classifier, a pretraining checkpoint (zero-shot), a "
+                "report generator, a VQA run's answer classifier or its open-answer generator "
+                "(open_answers/checkpoint-best)."})
     task: str = field(default="auto", metadata={
         "help": "For a generating model: 'report_generation' or 'vqa'; 'auto': 'vqa' in a VQA run's open_answers/ "
                 "folder.", "choices": list(TASKS)})
     data: Optional[str] = field(default=None, metadata={
         "help": "Labelled source: chexpert:/dir, mimic-cxr:/dir, synthcxr:/written_dir, synthcxr:n=256,size=64,seed=7 "
-                "or saved:/dir."})
+                "or saved:/dir; for VQA also vqa-rad:/dir or slake:/dir."})
     split: str = field(default="valid", metadata={"help": "Which split to score.", "choices": ["valid", "test"]})
     out: str = field(default="eval.json", metadata={
         "help": "Results JSON; figures go to <out without .json>_figures/."})
