@@ -3,7 +3,8 @@ processor a user of a CLIP-style model would pick) on the same images and the sa
 output, in the same run; plus MedVL-only sources (16-bit PNG and DICOM files) and the whole
 MedVLProcessor (image + report pairs, and reports alone: normalise + tokenize).
 
-Every measurement runs on one thread (`torch.set_num_threads(1)`), so rates are per core.
+Every measurement runs on one thread (`torch.set_num_threads(1)`, `cv2.setNumThreads(1)`), so rates
+are per core.
 
     python benchmarks/bench_image_processor.py --images 64
 writes benchmarks/results/image_processor.json.
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
 import torch
@@ -100,6 +102,8 @@ def main():
     parser.add_argument("--out", default=str(RESULTS / "image_processor.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    load_at_start = os.getloadavg()[0]
 
     rng = np.random.default_rng(0)
     grey8 = [radiograph_like(rng, args.side, deep=False) for _ in tqdm(range(args.images), desc="8-bit images")]
@@ -175,7 +179,9 @@ def main():
         "notes": "MedVL resizes grey images on one channel and expands to three afterwards; CLIP converts to RGB "
         "first. MedVL keeps 16-bit and DICOM sources in float32 (no 8-bit quantisation). 16-bit PNG and DICOM "
         "cases have no CLIP counterpart (CLIP would clip them to 8 bits). 8-bit sources are resampled in uint8 by "
-        "both. Cases run in interleaved rounds; the best round per case is reported.",
+        "both. With local contrast on, 8-bit images are equalised by OpenCV's CLAHE in uint8. Cases run in "
+        "interleaved rounds; the best round per case is reported (compare ratios within one run: the machine is "
+        f"shared). Load average at the start: {load_at_start:.1f}, at the end: {os.getloadavg()[0]:.1f}.",
         "machine": {
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
@@ -183,6 +189,7 @@ def main():
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "pydicom": pydicom.__version__,
+            "opencv": cv2.__version__,
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

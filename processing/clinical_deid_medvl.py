@@ -119,9 +119,15 @@ _RULES = [
         r"(?:,?[\s-]+(?:" + _YEAR + r"))?\b" + _NOT_UNIT,
         DEID_TOKEN,
         None,
-        None,
+        _MONTH_CUES + tuple("0123456789"),
     ),
-    ((DIGIT, _MONTH_CUES), r"(?i)\b" + _MONTH + r",?\s+(?:" + _YEAR + r")\b", DEID_TOKEN, _shapes("0000", "'00"), None),
+    (
+        (DIGIT, _MONTH_CUES),
+        r"(?i)\b" + _MONTH + r",?\s+(?:" + _YEAR + r")\b",
+        DEID_TOKEN,
+        _shapes("0000", "'00"),
+        _MONTH_CUES,
+    ),
     (
         DIGIT,
         r"\d(?<![\d.]\d)\d{0,3}(?P<sep>[/.-])\d{1,2}(?P=sep)\d{2,4}(?![\d.]?\d)",

@@ -180,6 +180,8 @@ _DOTTED = {"Rt", "Lt", "RT", "LT"}
 _GREATER_THAN_RE = re.compile(r"(?<![\w/])([LR])\s*>\s*([LR])(?![\w/])")
 _SIDE = {"L": "left", "R": "right"}
 _WORD_RE = re.compile(r"[A-Za-z][\w'-]*")
+_SENTENCE_MARK_RE = re.compile(r"[.!?:;\n]")
+_DEID_WORD = DEID_TOKEN.strip("[]")
 # A period after "vs" or "approx" does not end a sentence.
 _SENTENCE_START_RE = re.compile(r"(?:^|(?<!\bvs)(?<!\bapprox)[.!?:]\s*)$", re.IGNORECASE)
 
@@ -235,18 +237,26 @@ def _resolve_context(abbreviation, text, start, end):
 
 def _fit_case(expansion, text, start, end):
     """Upper-case inside a shouting sentence, capitalise at a sentence start, else as written."""
-    sentence_start = max(text.rfind(mark, 0, start) for mark in ".!?:;\n") + 1
-    sentence_end = min([i for i in (text.find(mark, end) for mark in ".!?:;\n") if i >= 0] or [len(text)])
-    context_words = [
-        word for word in _WORD_RE.findall(text[sentence_start:start] + " " + text[end:sentence_end])
-        if len(word) >= 3 and word not in ABBREVIATIONS and word.lower() not in _CASE_INSENSITIVE
-        and word != DEID_TOKEN.strip("[]")
-    ]
-    if context_words and all(word.isupper() for word in context_words):
+    sentence_start = max([text.rfind(mark, 0, start) for mark in ".!?:;\n"]) + 1
+    mark = _SENTENCE_MARK_RE.search(text, end)
+    sentence_end = mark.start() if mark else len(text)
+    if _is_shouting(_WORD_RE.findall(text[sentence_start:start] + " " + text[end:sentence_end])):
         return expansion.upper()
     if text[start].isupper() and _starts_sentence(text, start):
         return expansion[0].upper() + expansion[1:]
     return expansion
+
+
+def _is_shouting(words):
+    """Whether the words of three letters or more, less abbreviations and the de-identification
+    token, are all capitals (and there is one)."""
+    shouting = False
+    for word in words:
+        if len(word) >= 3 and word not in ABBREVIATIONS and word.lower() not in _CASE_INSENSITIVE and word != _DEID_WORD:
+            if not word.isupper():
+                return False
+            shouting = True
+    return shouting
 
 
 def _starts_sentence(text, start):
@@ -261,16 +271,23 @@ def _cues(cue):
     return (cue,) if isinstance(cue, str) else tuple(cue)
 
 
-def _longest_literal(pattern):
-    return max(re.findall(r"[a-z]+", re.sub(r"\\[a-zA-Z]", " ", pattern)), key=len)
+def _required_words(pattern):
+    """The literal words every match of a synonym pattern holds: those outside groups, lookarounds
+    and character classes, less a letter made optional by a quantifier ("changes?")."""
+    while "(" in pattern:
+        pattern = re.sub(r"\((?:[^()\\]|\\.)*\)", " ", pattern)
+    pattern = re.sub(r"\[(?:[^\]\\]|\\.)*\]|\\.|[a-z](?=[?*{])", " ", pattern)
+    return tuple(re.findall(r"[a-z]+", pattern))
 
 
-# Each rule runs only when one of its cues occurs in the lowercased text (a cheap substring
-# test); a synonym's cue is the longest literal word of its pattern.
-_TERM_RULES = [
-    (_cues(cue), re.compile(pattern, _ASCII_IGNORECASE), replacement) for cue, pattern, replacement in SPELLING_RULES
-] + [
-    ((_longest_literal(pattern),), re.compile(r"\b" + pattern, _ASCII_IGNORECASE), replacement)
+# Each spelling rule runs only when one of its cues occurs in the lowercased report, each synonym
+# only when all its required words occur in the lowercased text after spelling (a synonym's word
+# may be spelt the British way in the report: "haemi-diaphragm"). A required word that a synonym
+# writes was in the text it replaced, or cannot complete a later synonym's match ("hemi" in
+# "hemidiaphragm" is no "hemi-thorax"), so the gates skip only rules that would not match.
+_SPELLING = [(_cues(cue), re.compile(pattern, _ASCII_IGNORECASE), replacement) for cue, pattern, replacement in SPELLING_RULES]
+_SYNONYMS = [
+    (_required_words(pattern), re.compile(r"\b" + pattern, _ASCII_IGNORECASE), replacement)
     for pattern, replacement in SYNONYMS.items()
 ]
 
@@ -287,12 +304,23 @@ def standardize_terms(text):
     """American spelling ("oedema" -> "edema") and one preferred term per synonym group
     ("pleural fluid" -> "pleural effusion"), keeping the case pattern of the replaced words."""
     lowered = text.lower()
-    for cues, pattern, replacement in _TERM_RULES:
+    for cues, pattern, replacement in _SPELLING:
         for cue in cues:
             if cue in lowered:
-                text = pattern.sub(lambda m: _same_case(replacement, m.group(0)), text)
+                text = _replace_term(pattern, replacement, text)
                 break
+    lowered = text.lower()
+    for words, pattern, replacement in _SYNONYMS:
+        for word in words:
+            if word not in lowered:
+                break
+        else:
+            text = _replace_term(pattern, replacement, text)
     return text
+
+
+def _replace_term(pattern, replacement, text):
+    return pattern.sub(lambda m: _same_case(replacement, m.group(0)), text)
 
 
 # ---------------------------------------------------------------- laterality
