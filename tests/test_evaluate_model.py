@@ -6,11 +6,13 @@ import json
 import types
 import warnings
 
+import datasets
 import numpy as np
 import pytest
 import torch
 
 from modeling_medvl import MedVLConfig, MedVLForConditionalGeneration, MedVLForImageClassification, MedVLForPreTraining
+from processing import write_synthcxr
 from processing.synthcxr import generate_synthcxr
 from processing.tokenizer_training import train_clinical_tokenizer
 from train.clinical_eval import LabelOrderWarning, check_predictions, evaluate_auroc
@@ -224,3 +226,22 @@ def test_a_vqa_run_evaluated_as_in_fine_tuning_by_its_generator_and_by_its_class
     assert combined["reference_answers_outside_vocabulary"] == trained["validation_answers_outside_vocabulary"]
     assert [row["answer"] for row in combined["answers"] if row["answer_type"] == "OPEN"] == \
         [row["answer"] for row in saved["answers"] if row["answer_type"] == "OPEN"]
+
+
+def test_vqa_evaluation_splits_of_vqa_rad_and_of_a_saved_set(tmp_path):
+    """VQA-RAD: its test questions only; a saved DatasetDict: the split asked for; missing columns named."""
+    studies = list(generate_synthcxr(12, size=32, seed=14))
+    write_synthcxr(tmp_path / "synth", 12, size=32, seed=14, layouts=("vqa-rad",), progress=False)
+    test = load_vqa_split(f"vqa-rad:{tmp_path / 'synth' / 'vqa-rad'}", "test", tmp_path)
+    assert test.column_names == ["image", "question", "answer", "answer_type"]
+    assert sorted(test["question"]) == sorted(qa["question"] for s in studies if s.split == "test" for qa in s.qa)
+    rows = {"image": [studies[0].image], "question": ["Is there an effusion?"], "answer": ["no"],
+            "answer_type": ["CLOSED"]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                          "test": datasets.Dataset.from_dict(dict(rows, answer=["yes"]))}).save_to_disk(tmp_path / "qa")
+    assert load_vqa_split(f"saved:{tmp_path / 'qa'}", "test", tmp_path)["answer"] == ["yes"]
+    with pytest.raises(ValueError, match=r"no validation / valid / validate split"):
+        load_vqa_split(f"saved:{tmp_path / 'qa'}", "valid", tmp_path)
+    datasets.Dataset.from_dict({"image": rows["image"], "question": rows["question"]}).save_to_disk(tmp_path / "bare")
+    with pytest.raises(ValueError, match=r"has no \['answer', 'answer_type'\] column"):
+        load_vqa_split(f"saved:{tmp_path / 'bare'}", "test", tmp_path)
