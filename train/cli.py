@@ -9,6 +9,8 @@ import sys
 from train.user_errors import DEBUG_FLAG, EXIT_USER_ERROR, ArgumentParser, run_main
 
 COMMAND_GROUPS = {
+    "demo": ("train.demo", "everything on SynthCXR in one command: data, tokenizer, pretraining, fine-tuning (three "
+                           "tasks), test-split evaluation, export, report.html"),
     "data": ("train.cli_data", "generate SynthCXR, preview data sets"),
     "tokenizer": ("train.cli_tokenizer", "train the domain BPE tokenizer"),
     "convert": ("train.cli_convert", "convert CLIP / open_clip / timm + BERT weights into a MedVL folder"),
