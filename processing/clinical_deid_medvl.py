@@ -70,10 +70,13 @@ DIGIT = "digit"
 _MONTH_CUES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _AM_PM_CUES = ("am", "pm", "a.m", "p.m")
 # The regex engine takes about 0.1 us a character for most rules, a `str.find` a hundredth of
-# that. Two exact shortcuts for ASCII text (where `lower()` keeps positions):
-# - shapes: strings of which every match holds one, written over the text with each digit as "0"
-#   and each capital as "A" ("0:00" for a time): without one in the current text, no match.
-# - anchors: lowercase strings at which every match starts; the rule tries a match only there.
+# that. Exact shortcuts:
+# - shapes (ASCII text): strings of which every match holds one, written over the text with each
+#   digit as "0" and each capital as "A" ("0:00" for a time): without one in the text, no match.
+# - starts: where a match can start. Anchors (ASCII text, where `lower()` keeps positions):
+#   lowercase strings at which every match starts; the rule tries a match only there. Or a lead:
+#   a match has at most that many characters before its first digit, so the scan starts that far
+#   before the text's first digit (in a report, mostly its last sentence).
 _SPACE_CHARS = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII characters of the class \s
 
 
@@ -82,10 +85,11 @@ def _shapes(*patterns, separators=("",)):
     return tuple({p.replace("{}", sep).encode() for p in patterns for sep in separators})
 
 
-# (gate, pattern, replacement, shapes, anchors): a gate is DIGIT, a tuple of cues, or (DIGIT,
-# cues); shapes and anchors as above, or None. The replacement is DEID_TOKEN or a function that
-# may keep a leading group (a keyword or a title). Patterns that start at a digit test the character before it with a
-# lookbehind placed after the first digit, so that the regex engine can skip to digits quickly.
+# (gate, pattern, replacement, shapes, starts): a gate is DIGIT, a tuple of cues, or (DIGIT,
+# cues); shapes as above or None; starts a tuple of anchors, a lead (int) or None. The
+# replacement is DEID_TOKEN or a function that may keep a leading group (a keyword or a title).
+# Patterns that start at a digit test the character before it with a lookbehind placed after the
+# first digit, so that the regex engine can skip to digits quickly.
 _RULES = [
     (("_",), r"_{2,}", DEID_TOKEN, None, None),
     (("@",), r"(?i)\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", DEID_TOKEN, None, None),
@@ -102,9 +106,9 @@ _RULES = [
         r"(?<![\w.])(?:\+?\d{1,3}[\s.-])?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}(?![\w.]?\d)",
         DEID_TOKEN,
         _shapes("000{}0000", separators=_SPACE_CHARS + ".-"),
-        None,
+        1,
     ),
-    ((DIGIT, ("+",)), r"\+(?<![\w.]\+)\d{1,3}(?:[\s.-]?\(?\d{2,4}\)?){2,4}(?![\w.]?\d)", DEID_TOKEN, None, None),
+    ((DIGIT, ("+",)), r"\+(?<![\w.]\+)\d{1,3}(?:[\s.-]?\(?\d{2,4}\)?){2,4}(?![\w.]?\d)", DEID_TOKEN, None, 1),
     (
         (DIGIT, ("pager", "beeper", "pgr", "ext", "phone", "tel", "cell", "fax", "contact")),
         r"(?i)(\b(?:pager|beeper|pgr|ext|extension|phone|tel|telephone|cell|fax|contact)\.?\s*"
@@ -133,9 +137,9 @@ _RULES = [
         r"\d(?<![\d.]\d)\d{0,3}(?P<sep>[/.-])\d{1,2}(?P=sep)\d{2,4}(?![\d.]?\d)",
         DEID_TOKEN,
         _shapes("{}0{}", "{}00{}", separators="/.-"),
-        None,
+        0,
     ),
-    ((DIGIT, ("/",)), r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN, _shapes("0/0000"), None),
+    ((DIGIT, ("/",)), r"(?<![\d./])(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}\b", DEID_TOKEN, _shapes("0/0000"), 0),
     # Month/day without a year only after a date preposition: "1/2" alone is a fraction.
     (
         (DIGIT, ("/",)),
@@ -150,28 +154,28 @@ _RULES = [
         r"(?i)\d(?<![\d.]\d)\d?[:.]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)(?!\w)",
         _keep_full_stop,
         _shapes("0:00", "0.00"),
-        None,
+        0,
     ),
     (
         (DIGIT, (":",)),
         r"\d(?<![\d.:]\d)\d?:\d{2}(?::\d{2})?(?![\d:])(?:\s*(?:h|hrs|hours)\b)?",
         DEID_TOKEN,
         _shapes("0:00"),
-        None,
+        0,
     ),
-    ((DIGIT, _AM_PM_CUES), r"(?i)\d(?<![\d.]\d)\d?\s*[ap]\.?m\.?(?!\w)", _keep_full_stop, None, None),
-    ((DIGIT, ("h",)), r"(?i)\d(?<![\d.]\d)\d{3}\s*(?:h|hrs|hours)\b", DEID_TOKEN, _shapes("0000"), None),
-    (DIGIT, r"(?:19|20)(?<![\d.]\d\d)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN, _shapes("0000"), None),
+    ((DIGIT, _AM_PM_CUES), r"(?i)\d(?<![\d.]\d)\d?\s*[ap]\.?m\.?(?!\w)", _keep_full_stop, None, 0),
+    ((DIGIT, ("h",)), r"(?i)\d(?<![\d.]\d)\d{3}\s*(?:h|hrs|hours)\b", DEID_TOKEN, _shapes("0000"), 0),
+    (DIGIT, r"(?:19|20)(?<![\d.]\d\d)\d{2}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN, _shapes("0000"), 0),
     (
         (DIGIT, ("y",)),
         r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s-]*(?:years?|yrs?|y/?o|y\.o\.|year-old)\b)",
         DEID_TOKEN,
         _shapes("00"),
-        ("9", "1"),
+        0,
     ),
     ((DIGIT, ("age",)), r"(?i)(\bage[d]?\s*:?\s*)(?:9\d|1[0-4]\d)\b", _keep_keyword, _shapes("00"), ("age",)),
-    (DIGIT, r"\d(?<![\d.]\d)\d{4,}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN, _shapes("00000"), None),
-    (DIGIT, r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN, _shapes("A00000"), None),
+    (DIGIT, r"\d(?<![\d.]\d)\d{4,}(?![\d.]?\d)" + _NOT_UNIT, DEID_TOKEN, _shapes("00000"), 0),
+    (DIGIT, r"\b[A-Z]{1,3}\d{5,}\b", DEID_TOKEN, _shapes("A00000"), 3),
     (
         ("dr", "mr", "ms", "miss", "prof", "nurse", "doctor"),
         r"(\b(?:Dr|DR|Drs|Doctor|DOCTOR|Mr|MR|Mrs|MRS|Ms|MS|Miss|MISS|Prof|PROF|Professor|Nurse|NURSE)"
@@ -221,11 +225,12 @@ _SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"
 def deidentify(text):
     """Replace dates, times, phone/record numbers, ages over 89, names and `___` in `text` with
     `DEID_TOKEN`, collapsing consecutive tokens. Deterministic; see the module docstring."""
-    # Gates are tested on the report as given, shapes on the text as the rules leave it.
+    # Gates are tested on the report as given, shapes and starts on the text as the rules leave it.
     lowered = text.lower()
-    has_digit = _HAS_DIGIT.search(text) is not None
+    first_digit = _HAS_DIGIT.search(text)
+    has_digit = first_digit is not None
     shape = None
-    for needs_digit, cues, pattern, replacement, shapes, anchors in _COMPILED:
+    for needs_digit, cues, pattern, replacement, shapes, starts in _COMPILED:
         if needs_digit and not has_digit:
             continue
         if cues and not _holds_any(lowered, cues):
@@ -235,12 +240,16 @@ def deidentify(text):
                 shape = text.encode().translate(_SHAPE)
             if not _holds_any(shape, shapes):
                 continue
-        if anchors and text.isascii():
-            replaced = _sub_at_anchors(pattern, replacement, text, anchors)
+        if isinstance(starts, int):
+            if first_digit is None:
+                continue
+            replaced = _sub_from(pattern, replacement, text, max(0, first_digit.start() - starts))
+        elif starts and text.isascii():
+            replaced = _sub_at_anchors(pattern, replacement, text, starts)
         else:
             replaced = pattern.sub(replacement, text)
         if replaced is not text:
-            text, shape = replaced, None
+            text, shape, first_digit = replaced, None, _HAS_DIGIT.search(replaced)
     return _RUN_OF_TOKENS.sub(DEID_TOKEN, text)
 
 
@@ -262,14 +271,30 @@ def _sub_at_anchors(pattern, replacement, text, anchors):
         while at >= 0:
             starts.add(at)
             at = lowered.find(anchor, at + 1)
+    return _joined(text, replacement, _matches_at(pattern, text, sorted(starts)))
+
+
+def _matches_at(pattern, text, starts):
+    end = 0
+    for start in starts:
+        if start >= end:
+            match = pattern.match(text, start)
+            if match:
+                end = match.end()
+                yield match
+
+
+def _sub_from(pattern, replacement, text, start):
+    """`pattern.sub(replacement, text)` for a pattern that matches nowhere before `start`."""
+    return _joined(text, replacement, pattern.finditer(text, start))
+
+
+def _joined(text, replacement, matches):
+    """`text` with each of `matches` (in order, not overlapping, none empty) replaced."""
     pieces, end = [], 0
-    for start in sorted(starts):
-        if start < end:
-            continue
-        match = pattern.match(text, start)
-        if match:
-            pieces += (text[end:start], replacement(match) if callable(replacement) else replacement)
-            end = match.end()
+    for match in matches:
+        pieces += (text[end:match.start()], replacement(match) if callable(replacement) else replacement)
+        end = match.end()
     if not pieces:
         return text
     pieces.append(text[end:])
