@@ -17,6 +17,11 @@ from .configuration_medvl import MedVLConfig
 from .fusion_medvl import MedVLFusion
 from .layers_medvl import MedVLTextEncoder
 from .losses_medvl import contrastive_loss
+from .temperature_medvl import (
+    TEMPERATURE_SHAPE,
+    register_temperature_conversion,
+    reshape_temperature_on_load,
+)
 from .tower_init_medvl import load_pretrained_towers
 from .vision_medvl import MedVLAttentionPool, MedVLVisionTower
 
@@ -300,7 +305,9 @@ class MedVLModel(MedVLPreTrainedModel):
         self.text_model = build_text_tower(config.text_config)
         self.visual_projection = nn.Linear(self.vision_model.hidden_size, config.projection_dim, bias=False)
         self.text_projection = build_text_projection(config)
-        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        # One element, not 0-d, so that FSDP can shard it; checkpoints hold it 0-d (see temperature_medvl.py).
+        self.logit_scale = nn.Parameter(torch.full(TEMPERATURE_SHAPE, config.logit_scale_init_value))
+        self.register_load_state_dict_pre_hook(reshape_temperature_on_load)
         self.fusion = None
         if config.fusion_type != "none":
             self.fusion = MedVLFusion(config, self.vision_model.hidden_size)
@@ -382,8 +389,9 @@ class MedVLModel(MedVLPreTrainedModel):
         """exp(logit_scale), its value guarded at `logit_scale_max`. The guard passes the gradient through (a plain
         clamp would cut it at the limit, and a parameter there could never come back down); the parameter itself
         is kept in range by `clamp_logit_scale_` after each optimiser step."""
-        excess = (self.logit_scale - self.log_logit_scale_max()).clamp(min=0).detach()
-        return (self.logit_scale - excess).exp()
+        logit_scale = self.logit_scale.reshape(())
+        excess = (logit_scale - self.log_logit_scale_max()).clamp(min=0).detach()
+        return (logit_scale - excess).exp()
 
     def fuse(
         self, text_states: torch.Tensor, attention_mask: torch.Tensor | None, image_tokens: torch.Tensor
@@ -449,5 +457,6 @@ class MedVLModel(MedVLPreTrainedModel):
 
 
 MedVLModel.register_for_auto_class("AutoModel")
+register_temperature_conversion(MedVLConfig.model_type)
 
 __all__ = ["AUTO_MAP", "MedVLEncoding", "MedVLModel", "MedVLOutput", "MedVLPreTrainedModel", "check_paired_batch"]

@@ -12,6 +12,7 @@ import torch
 from transformers.utils import logging
 
 from .configuration_medvl import MedVLConfig, MedVLTextConfig
+from .temperature_medvl import TEMPERATURE_SHAPE
 from .tower_init_medvl import bert_to_medvl_text, check_tokenizer
 from .vision_medvl import read_weight_file
 from .weight_conversion_medvl import (
@@ -206,7 +207,7 @@ def convert_open_clip(model_class, path, model_name=None, model_config=None, **o
         prefix = "text." if "text.token_embedding.weight" in state_dict else ""
         text_config, weights = openai_text_part(text_cfg, quick_gelu, state_dict, prefix, source)
     weights["visual_projection.weight"] = visual_projection
-    weights["logit_scale"] = take(state_dict, "logit_scale", source).reshape(())
+    weights["logit_scale"] = take(state_dict, "logit_scale", source).reshape(TEMPERATURE_SHAPE)
     vision_config.update(overrides.pop("vision_config", None) or {})
     text_config.update(overrides.pop("text_config", None) or {})
     fields = {**fields, "projection_dim": model_config["embed_dim"], **overrides}

@@ -12,6 +12,7 @@ import torch
 from transformers.utils import logging
 
 from .configuration_medvl import MedVLConfig
+from .temperature_medvl import TEMPERATURE_SHAPE
 from .tower_init_medvl import check_tokenizer, load_tokenizer_of, module_parts
 from .vision_medvl import read_weight_file
 
@@ -221,8 +222,9 @@ def convert_hf_clip(model_class, path, **overrides):
     text_layers = config.text_config.num_hidden_layers
     weights = {f"text_model.{key}": value for key, value in
                hf_clip_text_to_medvl(state_dict, text_layers, folder).items()}
-    for name in ("visual_projection.weight", "text_projection.weight", "logit_scale"):
+    for name in ("visual_projection.weight", "text_projection.weight"):
         weights[name] = take(state_dict, name, folder)
+    weights["logit_scale"] = take(state_dict, "logit_scale", folder).reshape(TEMPERATURE_SHAPE)
     vision_layers = clip_config.get("vision_config", {}).get("num_hidden_layers", 12)
     load_converted(model, hf_clip_vision_to_timm(state_dict, vision_layers, folder), weights, folder)
     return model
