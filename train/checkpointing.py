@@ -18,6 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from train.data_loading import parse_data_spec
 from train.logging_utils import get_logger
@@ -300,6 +306,60 @@ def disk_space_warning(output_dir, checkpoint_bytes: int, saves: int, keep: int,
             "(free space, lower --save_total_limit, or choose another --output_dir)")
 
 
+def gather_full_state(model, optimizer=None) -> tuple:
+    """(model state dict, optimizer state dict or None) of a sharded (FSDP) `model` and its `optimizer`, gathered in
+    full onto the main process, in host memory: a collective, every rank calls it (the others get empty dicts, or on
+    CPU ranks the same full dicts). Keys are the unwrapped model's parameter names, which the optimizer state is
+    keyed by too (not by position), so that `load_full_optimizer_state` shards it again for any number of ranks."""
+    # Offloading copies device tensors to the host. On CPU ranks torch's FSDP 1 would hand back views of the one
+    # buffer it gathers every optimizer state into (`.cpu()` copies nothing there), so that Adam's first moment would
+    # read as its second; without offloading it clones each state.
+    on_host = next(model.parameters()).device.type == "cpu"
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not on_host)
+    model_state = get_model_state_dict(model, options=options)
+    optimizer_state = None if optimizer is None else get_optimizer_state_dict(model, optimizer, options=options)
+    return model_state, optimizer_state
+
+
+def tied_parameter_aliases(model) -> set:
+    """The names under which a parameter appears a second time (tied weights): save_pretrained writes it once, under
+    its first name, when it reads the model itself, but keeps every key of a state dict it is given."""
+    every_name = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return every_name - {name for name, _ in model.named_parameters()}
+
+
+def _keyed_by_name(optimizer_state: dict) -> bool:
+    return any(isinstance(key, str) for group in optimizer_state["param_groups"] for key in group["params"])
+
+
+def optimizer_state_by_name(state: dict) -> dict:
+    """A torch optimizer state dict keyed by parameter name, as `load_full_optimizer_state` reads it: as an FSDP run
+    writes it, or converted from one keyed by position (`Optimizer.state_dict`'s) through its groups' `param_names`."""
+    if _keyed_by_name(state):
+        return state
+    groups = state["param_groups"]
+    names = {index: name for group in groups for index, name in zip(group["params"], group["param_names"])}
+    return {"state": {names[index]: value for index, value in state["state"].items()},
+            "param_groups": [dict(group, params=list(group["param_names"])) for group in groups]}
+
+
+def optimizer_state_by_position(state: dict) -> dict:
+    """A torch optimizer state dict keyed by position, as `Optimizer.load_state_dict` reads it: as written without
+    FSDP, or converted from one keyed by name (`optimizer_state_by_name`'s), numbered in its groups' order."""
+    if not _keyed_by_name(state):
+        return state
+    groups = state["param_groups"]
+    positions = {name: index for index, name in enumerate(name for group in groups for name in group["params"])}
+    return {"state": {positions[name]: value for name, value in state["state"].items()},
+            "param_groups": [dict(group, params=[positions[name] for name in group["params"]]) for group in groups]}
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    """Load a full optimizer state dict (`gather_full_state`'s) into this rank's shard of a sharded `model`'s
+    optimizer; every rank calls it with the same dict."""
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
 def load_trainer_state(checkpoint: Path) -> dict:
     return json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
 
@@ -335,6 +395,11 @@ __all__ = [
     "save_best",
     "resolve_checkpoint",
     "resolve_resume",
+    "gather_full_state",
+    "tied_parameter_aliases",
+    "optimizer_state_by_name",
+    "optimizer_state_by_position",
+    "load_full_optimizer_state",
     "load_trainer_state",
     "load_rng_state",
 ]

@@ -3,6 +3,7 @@
     accelerate launch train/pretrain.py --config train/configs/pretrain_swin384.yaml \\
         --data mimic-cxr:/data/mimic-cxr-jpg --output_dir runs/p1
     accelerate launch --multi_gpu --num_processes 8 train/pretrain.py ... --global_batch_size 2048
+    accelerate launch --config_file train/configs/accelerate_1node_8gpu_fsdp.yaml train/pretrain.py ...  # sharded
     accelerate launch train/pretrain.py ... --resume_from runs/p1/checkpoint-last
 
 The run folder gets run_config.yaml (every argument, re-usable with --config), the tokenizer,
@@ -15,6 +16,8 @@ current optimizer step, the run writes a complete checkpoint, logs why it stoppe
 exactly. Under `accelerate launch` the launcher forwards SIGTERM to the ranks and waits 30 s before it kills them.
 """
 
+import contextlib
+import functools
 import json
 import math
 import signal
@@ -25,12 +28,14 @@ import datasets
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import (
+    DistributedType,
     ProjectConfiguration,
     is_mps_available,
     is_xpu_available,
     parse_flag_from_env,
     set_seed,
 )
+from torch.distributed.fsdp import FullyShardedDataParallel
 from tqdm.auto import tqdm
 
 from modeling_medvl import MedVLConfig, MedVLForPreTraining, contrastive_loss
@@ -68,25 +73,31 @@ def accelerator_device_available() -> bool:
 
 
 def refuse_unsupported_launch():
-    """Refuse, before any work, the `accelerate launch` back-ends this loop cannot run.
+    """Refuse, before any work, the `accelerate launch` back-end this loop cannot run.
 
     DeepSpeed: the exact-accumulation step runs its own micro-batch loop (one backward each, synced on the last) and
     steps the optimizer once; a DeepSpeed engine counts every backward as a micro-step of its own, so it would step
-    per micro-batch and break the exact global-batch loss. FSDP: torch's FSDP (1 and 2) refuses 0-d parameters, and
-    MedVL's learned temperature `logit_scale` is one; checkpoints and evaluation also read the unwrapped model, whose
-    weights FSDP shards (a checkpoint would hold one rank's shard)."""
-    # Set by `accelerate launch` for a DeepSpeed or FSDP config.
+    per micro-batch and break the exact global-batch loss."""
+    # Set by `accelerate launch` for a DeepSpeed config.
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         raise UserError(
             "DeepSpeed is not supported by pretrain.py (it would step the optimizer once per micro-batch): launch "
-            "with DDP instead (--multi_gpu, or --config_file train/configs/accelerate_1node_8gpu_ddp.yaml)"
+            "with DDP or FSDP instead (--config_file train/configs/accelerate_1node_8gpu_ddp.yaml or "
+            "accelerate_1node_8gpu_fsdp.yaml)"
         )
-    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
-        raise UserError(
-            "FSDP is not supported by pretrain.py: torch's FSDP refuses 0-d parameters and the model's temperature "
-            "medvl.logit_scale is one (and the checkpoints would hold one rank's shard of the weights): launch with "
-            "DDP instead (--multi_gpu, or --config_file train/configs/accelerate_1node_8gpu_ddp.yaml)"
-        )
+
+
+def check_fsdp_settings(plugin, torch_compile: bool):
+    """The FSDP settings this loop runs with (see `PretrainingRun.sharded`), else a `UserError` naming the fix."""
+    fix = "(see train/configs/accelerate_1node_8gpu_fsdp.yaml)"
+    if getattr(plugin, "fsdp_version", 1) != 1:  # accelerate before 1.6 has FSDP 1 only
+        raise UserError("pretrain.py runs FSDP 1 (evaluation gathers the full weights with its summon_full_params): "
+                        f"set fsdp_version: 1 in the Accelerate config {fix}")
+    if not plugin.use_orig_params:
+        raise UserError("pretrain.py needs fsdp_use_orig_params: true in the Accelerate config (the optimizer's "
+                        f"weight-decay groups and the temperature's clamp act on the model's own parameters) {fix}")
+    if torch_compile:
+        raise UserError("--torch_compile is not supported with FSDP by pretrain.py: leave it out, or launch with DDP")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,6 +131,14 @@ class PretrainingRun:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
         )
         acc = self.accelerator
+        if self.sharded:
+            check_fsdp_settings(acc.state.fsdp_plugin, model_args.torch_compile)
+        elif parse_flag_from_env("ACCELERATE_USE_FSDP"):  # set by `accelerate launch` for an FSDP config
+            raise UserError(
+                f"FSDP is not supported by pretrain.py on {acc.device.type} ranks: accelerate shards with FSDP on GPUs "
+                "only and would run this as DDP; launch with DDP (--config_file "
+                "train/configs/accelerate_1node_8gpu_ddp.yaml), or with the FSDP config on GPUs"
+            )
         self.accumulation, self.global_batch = resolve_accumulation(
             train_args.per_device_batch_size, acc.num_processes, train_args.gradient_accumulation_steps,
             train_args.global_batch_size,
@@ -196,6 +215,9 @@ class PretrainingRun:
         )
         # The scheduler stays outside accelerate: a prepared one steps once per process per step.
         self.scheduler = build_scheduler(optimizer, self.warmup_steps, self.max_steps)
+        # Read before FSDP wraps the model (its parameters are then this rank's shards, under wrapped names).
+        self.checkpoint_bytes = ckpt.estimated_checkpoint_bytes(self.model), ckpt.weights_bytes(self.model)
+        self.tied_aliases = ckpt.tied_parameter_aliases(self.model)
         model = torch.compile(self.model) if self.model_args.torch_compile else self.model
         self.model, self.optimizer = acc.prepare(model, optimizer)
         config = self.unwrapped.config
@@ -207,6 +229,14 @@ class PretrainingRun:
         )
         if self.resume_checkpoint is not None:
             self._load_training_state(self.resume_checkpoint)
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP (1, with the model's own parameters): each rank holds a shard of the weights, gradients and optimizer
+        state. Checkpoints gather the full model and optimizer state onto the main process (`_states_to_save`),
+        evaluation gathers the full weights on every rank (`_full_weights`); the contrastive loss gathers features,
+        not weights, so it is the same as under DDP, and FSDP averages gradients over the ranks as DDP does."""
+        return self.accelerator.distributed_type == DistributedType.FSDP
 
     @property
     def unwrapped(self):
@@ -229,13 +259,31 @@ class PretrainingRun:
         }
 
     # ------------------------------------------------------------------------------- checkpoints
-    def _write_model_files(self, folder):
-        self.unwrapped.save_pretrained(str(folder))
+    def _states_to_save(self, with_optimizer: bool = True):
+        """(model state, optimizer state) for the main process to write. Under FSDP both are gathered in full from
+        every rank's shards (a collective: every rank calls this); else the model's is None (save_pretrained reads
+        the model itself)."""
+        if self.sharded:
+            model_state, optimizer_state = ckpt.gather_full_state(
+                self.model, self.optimizer.optimizer if with_optimizer else None
+            )
+            return {k: v for k, v in model_state.items() if k not in self.tied_aliases}, optimizer_state
+        return None, self.optimizer.state_dict() if with_optimizer else None
+
+    def _full_weights(self):
+        """A context in which the unwrapped model holds its full weights on every rank (FSDP shards them outside its
+        forward, and evaluation calls the model's encoders directly)."""
+        if not self.sharded:
+            return contextlib.nullcontext()
+        return FullyShardedDataParallel.summon_full_params(self.model, writeback=False)
+
+    def _write_model_files(self, folder, model_state=None):
+        self.unwrapped.save_pretrained(str(folder), state_dict=model_state)
         self.processor.save_pretrained(str(folder))
 
-    def _write_checkpoint_files(self, folder):
-        self._write_model_files(folder)
-        torch.save(self.optimizer.state_dict(), folder / ckpt.OPTIMIZER_STATE)
+    def _write_checkpoint_files(self, folder, model_state, optimizer_state):
+        self._write_model_files(folder, model_state)
+        torch.save(optimizer_state, folder / ckpt.OPTIMIZER_STATE)
         torch.save(self.scheduler.state_dict(), folder / ckpt.SCHEDULER_STATE)
         if self.accelerator.scaler is not None:
             torch.save(self.accelerator.scaler.state_dict(), folder / "scaler.pt")
@@ -285,7 +333,13 @@ class PretrainingRun:
     def _load_training_state(self, folder):
         saved = ckpt.load_trainer_state(folder)
         self._check_resume_matches(folder, saved)
-        self.optimizer.load_state_dict(torch.load(folder / ckpt.OPTIMIZER_STATE, weights_only=False))
+        # Keyed by name when an FSDP run wrote it, by position otherwise: either run resumes the other's checkpoint.
+        optimizer_state = torch.load(folder / ckpt.OPTIMIZER_STATE, weights_only=False)
+        if self.sharded:
+            ckpt.load_full_optimizer_state(self.model, self.optimizer.optimizer,
+                                           ckpt.optimizer_state_by_name(optimizer_state))
+        else:
+            self.optimizer.load_state_dict(ckpt.optimizer_state_by_position(optimizer_state))
         self.scheduler.load_state_dict(torch.load(folder / ckpt.SCHEDULER_STATE, weights_only=False))
         if self.accelerator.scaler is not None and (folder / "scaler.pt").is_file():
             self.accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=False))
@@ -301,19 +355,20 @@ class PretrainingRun:
 
     def _save_step_checkpoint(self):
         step = self.state["step"]
-        ckpt.save_checkpoint(
-            self.accelerator, self.output_dir, step, self._write_checkpoint_files, self.args.save_total_limit
-        )
+        model_state, optimizer_state = self._states_to_save()
+        write = functools.partial(self._write_checkpoint_files, model_state=model_state,
+                                  optimizer_state=optimizer_state)
+        ckpt.save_checkpoint(self.accelerator, self.output_dir, step, write, self.args.save_total_limit)
 
     def _check_disk_space(self):
         """Before the first step: warn, with the numbers, when the checkpoints this run keeps may not fit on disk."""
         args = self.args
-        size = ckpt.estimated_checkpoint_bytes(self.unwrapped)
+        size, weights = self.checkpoint_bytes
         saves = 1  # the last step's
         if args.save_steps:  # every save_steps-th step from here on, and the last one
             saves = self.max_steps // args.save_steps - self.state["step"] // args.save_steps
             saves += 1 if self.max_steps % args.save_steps else 0
-        best = ckpt.weights_bytes(self.unwrapped) if self.validation_data is not None else 0
+        best = weights if self.validation_data is not None else 0
         warning = ckpt.disk_space_warning(self.output_dir, size, saves, args.save_total_limit, best)
         if warning:
             logger.warning(warning)
@@ -361,11 +416,10 @@ class PretrainingRun:
         losses = self.step_fn(self.model, micro_batches)
         grad_norm = float("nan")
         if losses.finite:
-            if args.max_grad_norm > 0:
-                grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm))
-            else:
-                grads = [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
-                grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
+            # An infinite limit measures the norm without clipping; accelerate's clip measures the whole model's
+            # norm under FSDP too, where each rank holds a shard of the gradients.
+            limit = args.max_grad_norm if args.max_grad_norm > 0 else math.inf
+            grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), limit))
         # fp16: the grad scaler decides. Its step skips the update on an overflow (inf/NaN gradients) and its update
         # lowers the scale; skipping its step instead would leave the gradients unscaled-but-not-updated, and the
         # next unscale_() would raise. Without a scaler a non-finite gradient skips the step here.
@@ -418,11 +472,12 @@ class PretrainingRun:
         acc, state = self.accelerator, self.state
         # Every rank embeds its share of the validation rows; all get the same results.
         eval_model = getattr(self.unwrapped, "medvl", self.unwrapped)
-        results = evaluate_pretraining(
-            eval_model, self.processor, self.validation_data, self.prompts,
-            batch_size=2 * self.args.per_device_batch_size, max_length=self.data_args.max_text_length,
-            device=acc.device, accelerator=acc,
-        )
+        with self._full_weights():
+            results = evaluate_pretraining(
+                eval_model, self.processor, self.validation_data, self.prompts,
+                batch_size=2 * self.args.per_device_batch_size, max_length=self.data_args.max_text_length,
+                device=acc.device, accelerator=acc,
+            )
         metric_name = "zero_shot_auc" if "zero_shot_auc" in results else "recall@5"
         metric = results[metric_name]
         record = {"kind": "eval", "step": state["step"], "metric": metric_name, **results}
@@ -432,7 +487,9 @@ class PretrainingRun:
         logger.info(f"step {state['step']}: {metric_name} {metric:.4f} (recall@5 {results['recall@5']:.3f})")
         if state["best_metric"] is None or metric > state["best_metric"]:
             state.update(best_metric=metric, best_step=state["step"], evals_without_improvement=0)
-            ckpt.save_best(acc, self.output_dir, self._write_model_files, {k: v for k, v in record.items()})
+            model_state, _ = self._states_to_save(with_optimizer=False)
+            write = functools.partial(self._write_model_files, model_state=model_state)
+            ckpt.save_best(acc, self.output_dir, write, {k: v for k, v in record.items()})
         else:
             state["evals_without_improvement"] += 1
         patience = self.args.early_stopping_patience
