@@ -214,8 +214,8 @@ def _compile_gate(gate):
 
 
 _COMPILED = [
-    (*_compile_gate(gate), re.compile(pattern), replacement, shapes, anchors)
-    for gate, pattern, replacement, shapes, anchors in _RULES
+    (*_compile_gate(gate), re.compile(pattern), replacement, shapes, starts)
+    for gate, pattern, replacement, shapes, starts in _RULES
 ]
 _HAS_DIGIT = re.compile(r"\d")
 _RUN_OF_TOKENS = re.compile(re.escape(DEID_TOKEN) + r"(?:[\s,;/:.-]*" + re.escape(DEID_TOKEN) + r")+")

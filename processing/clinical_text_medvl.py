@@ -35,6 +35,7 @@ from .clinical_terms_medvl import (
 # "K" (Kelvin) "k", and the matched text would miss the lookup tables.
 _ASCII_IGNORECASE = re.IGNORECASE | re.ASCII
 
+
 def _alternation(keys, space=" "):
     """A regex matching any of `keys` (a space in a key matches `space`), the longest first where
     one is a prefix of another, as a longest-first alternation would, but written as a trie: the
@@ -148,9 +149,6 @@ def _add_section(sections, name, content):
 # ---------------------------------------------------------------- abbreviation expansion
 
 _CASE_INSENSITIVE = {key.lower(): value for key, value in SHORTHAND.items()}
-
-
-
 
 # Table keys all end in a letter or digit (checked by the tests), so one word boundary fits all.
 _UPPER_KEYS = list(ABBREVIATIONS) + list(CONTEXTUAL)

@@ -59,7 +59,6 @@ REFERENCE_LATERALITY_RE = re.compile(
     r"|(?P<word>\b(?:" + _flat(LATERALITY_WORDS) + r")\b(?!" + LATERALITY_FIXED + r"))",
     _AI,
 )
-_REFERENCE_SENTENCE_START_RE = clinical_text_medvl._SENTENCE_START_RE
 _DEID_RULES = [
     (*clinical_deid_medvl._compile_gate(gate), re.compile(pattern), replacement)
     for gate, pattern, replacement, _, _ in clinical_deid_medvl._RULES
@@ -85,16 +84,27 @@ def reference_standardize_terms(text):
     return text
 
 
+def reference_fit_case(expansion, text, start, end):
+    """Capitals in an all-capitals sentence, a capital at a sentence start: every word of the
+    sentence checked, the sentence start searched over all the text before the expansion."""
+    sentence_start = max(text.rfind(mark, 0, start) for mark in ".!?:;\n") + 1
+    sentence_end = min([i for i in (text.find(mark, end) for mark in ".!?:;\n") if i >= 0] or [len(text)])
+    shorthand = {key.lower() for key in SHORTHAND}
+    words = [word for word in clinical_text_medvl._WORD_RE.findall(text[sentence_start:start] + " " + text[end:sentence_end])
+             if len(word) >= 3 and word not in ABBREVIATIONS and word.lower() not in shorthand and word != "DEID"]
+    if words and all(word.isupper() for word in words):
+        return expansion.upper()
+    if clinical_text_medvl._SENTENCE_START_RE.search(text[:start]) and text[start].isupper():
+        return expansion[0].upper() + expansion[1:]
+    return expansion
+
+
 def reference(monkeypatch):
     """The module's functions with their regexes and scans swapped for the reference ones."""
-
-    def sentence_start(text, start):
-        return _REFERENCE_SENTENCE_START_RE.search(text[:start]) is not None
-
     monkeypatch.setattr(clinical_text_medvl, "_header_matches", REFERENCE_HEADER_RE.finditer)
     monkeypatch.setattr(clinical_text_medvl, "_ABBREVIATION_RE", REFERENCE_ABBREVIATION_RE)
     monkeypatch.setattr(clinical_text_medvl, "_LATERALITY_RE", REFERENCE_LATERALITY_RE)
-    monkeypatch.setattr(clinical_text_medvl, "_starts_sentence", sentence_start)
+    monkeypatch.setattr(clinical_text_medvl, "_fit_case", reference_fit_case)
     monkeypatch.setattr(clinical_text_medvl, "deidentify", reference_deidentify)
     monkeypatch.setattr(clinical_text_medvl, "standardize_terms", reference_standardize_terms)
     return clinical_text_medvl
