@@ -8,9 +8,9 @@
 Stages, each in its own folder under --out: data (SynthCXR written in the MIMIC-CXR-JPG layout with its
 train/validate/test split file, and in the VQA-RAD layout), tokenizer (BPE on the training reports), pretrain
 (contrastive + MLM + ITM; zero-shot AUC and the laterality probe on the validation split as it goes),
-classification (full fine-tuning), vqa (closed answers classified, open ones generated), report_generation (LoRA
-on the vision tower, the decoder in full), evaluate (every task on the test split against the majority answer and
-the untrained model, zero-shot, subgroups and calibration), export (one Hub-ready folder with the card, the Space
+classification (LoRA adapters on the vision tower, the head in full), vqa (closed answers classified, open ones
+generated), report_generation (full fine-tuning), evaluate (every task on the test split against the majority
+answer and the untrained model, zero-shot, subgroups and calibration), export (one Hub-ready folder with the card, the Space
 and the task models, reloaded offline through the Auto classes), report (results table, report.html and report.md).
 Every training stage is the project's own script (`train/pretrain.py`, `train/finetune.py`,
 `train/evaluate_model.py`, `medvl export`) run as a separate process with the arguments it prints.
@@ -41,6 +41,7 @@ ROOT_FILES = {"export": (EXPORT_CHECK_FILE,), "report": REPORT_FILES}
 class Demo:
     def __init__(self, out, scale_name, scale, device, seed):
         self.out, self.scale_name, self.scale, self.device, self.seed = Path(out), scale_name, scale, device, seed
+        self.precision = "bf16" if device == "cuda" else None  # `auto` keeps fp32: the CPU default wherever it runs
 
     # Paths the stages hand on.
     @property
@@ -60,8 +61,8 @@ class Demo:
 
     def run_command(self, command: list, log_name: str) -> None:
         """One of the project's commands in its own process, its output shown as it comes."""
-        shown = " ".join(str(part) for part in command[2:])
-        print(f"  $ {Path(command[0]).name} {command[1]} {shown}", flush=True)
+        program = "medvl" if command[2] == "train.cli" else f"python -m {command[2]}"
+        print(f"  $ {program} {' '.join(str(part) for part in command[3:])}", flush=True)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         if self.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -99,18 +100,19 @@ class Demo:
             "--model_overrides", f"vision_config.image_size={scale.image_size}", "--data", f"mimic-cxr:{self.mimic}",
             "--tokenizer", self.out / "tokenizer", "--per_device_batch_size", scale.pretrain_batch_size,
             "--max_steps", steps, "--warmup_steps", max(1, steps // 10), "--eval_steps", max(1, steps // 2),
-            "--save_steps", max(1, steps // 2), "--seed", self.seed,
+            "--save_steps", max(1, steps // 2), "--seed", self.seed, "--mixed_precision", self.precision or "no",
             "--output_dir", folder), "pretraining")
 
     def finetune(self, task: str, config: str, folder: Path, *extra) -> None:
         self.run_command(self.module(
             "train.finetune", "--config", CONFIGS / config, "--init", self.pretrained, "--seed", self.seed,
-            "--bootstrap_samples", self.scale.bootstrap_samples, "--report_to", "none", "--output_dir", folder,
-            *extra), f"{task} fine-tuning")
+            "--bootstrap_samples", self.scale.bootstrap_samples, "--report_to", "none", "--logging_steps", 5,
+            "--output_dir", folder,
+            *([f"--{self.precision}"] if self.precision else []), *extra), f"{task} fine-tuning")
 
     def classification(self, folder: Path) -> None:
         self.finetune("classification", "finetune_tiny_synthcxr.yaml", folder, "--data", f"mimic-cxr:{self.mimic}",
-                      "--num_train_epochs", self.scale.classification_epochs)
+                      "--lora", "r=8", "--num_train_epochs", self.scale.classification_epochs)
 
     def vqa(self, folder: Path) -> None:
         self.finetune("vqa", "finetune_vqa_tiny_synthcxr.yaml", folder, "--data", f"vqa-rad:{self.vqa_rad}",
@@ -118,7 +120,7 @@ class Demo:
 
     def report_generation(self, folder: Path) -> None:
         self.finetune("report_generation", "finetune_report_tiny_synthcxr.yaml", folder, "--data",
-                      f"mimic-cxr:{self.mimic}", "--lora", "r=8", "--max_steps", self.scale.report_steps,
+                      f"mimic-cxr:{self.mimic}", "--max_steps", self.scale.report_steps,
                       "--max_new_tokens", self.scale.max_new_tokens)
 
     def evaluate(self, folder: Path) -> None:

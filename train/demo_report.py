@@ -19,14 +19,15 @@ TABLE_ROWS = (
     ("zero_shot", "auroc_macro", "Zero-shot findings, macro AUC (prompt ensembles)"),
     ("zero_shot", "laterality_accuracy", "Laterality probe, accuracy (left vs right prompts)"),
     ("zero_shot", "recall@5", "Image → report retrieval, recall@5"),
-    ("classification", "auroc_macro", "Findings classification, macro AUC (full fine-tuning)"),
+    ("classification", "auroc_macro", "Findings classification, macro AUC (LoRA r=8)"),
     ("vqa", "closed_accuracy", "VQA, closed questions, accuracy"),
     ("vqa", "open_accuracy", "VQA, open questions, accuracy (generated answers)"),
-    ("report_generation", "cider", "Report generation, CIDEr-D (LoRA)"),
-    ("report_generation", "rouge_l", "Report generation, ROUGE-L (LoRA)"),
-    ("report_generation", "bleu_4", "Report generation, BLEU-4 (LoRA)"),
+    ("report_generation", "cider", "Report generation, CIDEr-D"),
+    ("report_generation", "rouge_l", "Report generation, ROUGE-L"),
+    ("report_generation", "bleu_4", "Report generation, BLEU-4"),
 )
 BASELINES = ("majority", "untrained")
+ROC_SHOWN = ("cardiomegaly", "pleural_effusion", "pneumothorax")  # SynthCXR's most frequent findings
 EXAMPLES = 4
 DISCLAIMER = ("Research software on synthetic data: not a medical device, and these figures say nothing about "
               "performance on real radiographs.")
@@ -51,7 +52,8 @@ def results_rows(evaluated: dict) -> list:
 
 
 def markdown_table(rows: list) -> str:
-    lines = ["| Task (test split) | MedVL | 95% interval | Majority | Untrained | Above both |", "|---|---|---|---|---|---|"]
+    lines = ["| Task (test split) | MedVL | 95% interval | Majority | Untrained | Above both |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
         interval = f"{row['interval'][0]:.3f} – {row['interval'][1]:.3f}" if row["interval"] else "–"
         lines.append(f"| {row['what']} | {row['value']:.3f} | {interval} | {_number(row['majority'])} | "
@@ -105,17 +107,20 @@ def relative(path, out: Path) -> str:
     return Path(path).resolve().relative_to(out.resolve()).as_posix()
 
 
+def roc_figures(figures_dir: Path, what: str) -> list:
+    return [(f"{what}: ROC on the test split, {label.replace('_', ' ')}",
+             figures_dir / "roc_curves" / f"roc_{label}.png") for label in ROC_SHOWN]
+
+
 def figures(demo, folder: Path) -> list:
     out, evaluated = demo.out, demo.out / "evaluate"
     candidates = [
         ("Pretraining losses (each term against its prior)", out / "pretrain" / "loss_curve.png"),
         ("Fine-tuning losses", finetuning_curves(out, folder / "finetuning_losses.png")),
-        ("Classification: ROC curves on the test split", next(iter(sorted(
-            (evaluated / "classification_figures" / "roc_curves").glob("*.png"))), None)),
+        *roc_figures(evaluated / "classification_figures", "Classification"),
         ("Classification: reliability (calibration)", evaluated / "classification_figures" / "reliability.png"),
         ("Classification: subgroups", evaluated / "classification_figures" / "subgroups.png"),
-        ("Zero-shot: ROC curves on the test split", next(iter(sorted(
-            (evaluated / "zero_shot_figures" / "roc_curves").glob("*.png"))), None)),
+        *roc_figures(evaluated / "zero_shot_figures", "Zero-shot"),
     ]
     return [(title, path) for title, path in candidates if path is not None and Path(path).is_file()]
 
@@ -184,7 +189,7 @@ def html_page(intro, rows, gap, times, results, shown, examples, demo) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>MedVL demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
-figure{{display:inline-block;margin:8px}}figure img{{max-width:520px}}
+figure{{display:inline-block;margin:8px}}figure img{{max-width:340px}}
 .example{{display:inline-block;width:520px;vertical-align:top;margin:8px}}.example img{{width:250px}}</style>
 </head><body><h1>MedVL demo</h1><p>{escape(intro)}</p><h2>Results</h2>{''.join(table)}{gap_html}
 <p>Stage times: {escape(times)}.</p>
