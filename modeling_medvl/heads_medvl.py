@@ -8,6 +8,7 @@ from transformers.modeling_outputs import ImageClassifierOutput, SequenceClassif
 from .configuration_medvl import MedVLConfig
 from .losses_medvl import IGNORE_INDEX
 from .modeling_medvl import MedVLModel, MedVLPreTrainedModel, check_paired_batch
+from .temperature_medvl import register_temperature_conversion
 from .vision_medvl import MedVLVisionTower
 
 
@@ -156,5 +157,6 @@ class MedVLForQuestionAnswering(MedVLPreTrainedModel):
 
 MedVLForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 MedVLForQuestionAnswering.register_for_auto_class("AutoModelForVisualQuestionAnswering")
+register_temperature_conversion(MedVLForQuestionAnswering.__name__)
 
 __all__ = ["MedVLForImageClassification", "MedVLForQuestionAnswering", "classification_loss"]

@@ -457,6 +457,6 @@ class MedVLModel(MedVLPreTrainedModel):
 
 
 MedVLModel.register_for_auto_class("AutoModel")
-register_temperature_conversion(MedVLConfig.model_type)
+register_temperature_conversion(MedVLModel.__name__)
 
 __all__ = ["AUTO_MAP", "MedVLEncoding", "MedVLModel", "MedVLOutput", "MedVLPreTrainedModel", "check_paired_batch"]

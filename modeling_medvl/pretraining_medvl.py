@@ -11,6 +11,7 @@ from .configuration_medvl import MedVLConfig
 from .layers_medvl import MedVLLMHead
 from .losses_medvl import IGNORE_INDEX, contrastive_loss, itm_loss, mask_tokens, mlm_loss, sample_hard_negatives
 from .modeling_medvl import MedVLModel, MedVLPreTrainedModel, check_paired_batch
+from .temperature_medvl import register_temperature_conversion
 
 logger = logging.get_logger(__name__)
 
@@ -244,6 +245,7 @@ class MedVLForPreTraining(MedVLPreTrainedModel):
 
 
 MedVLForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+register_temperature_conversion(MedVLForPreTraining.__name__)
 
 def masked_positions(mlm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(positions, labels)`, each `(batch, k)`: every row's masked positions (labels other than -100) in order,

@@ -5,8 +5,8 @@ is held as a 1-element tensor. Checkpoints keep the 0-d tensor of CLIP's layout 
 `logit_scale`), so that every checkpoint written before, and every converted CLIP-family one, loads unchanged, and a
 saved folder reads the same for any other tool. The shapes meet at the two loading paths:
 
-- `from_pretrained` / `save_pretrained`: a transformers weight conversion registered for MedVL's model type reshapes
-  on load and reverses on save;
+- `from_pretrained` / `save_pretrained`: a transformers weight conversion, registered for each model class that holds
+  a temperature, reshapes on load and reverses on save;
 - `nn.Module.load_state_dict`: a load pre-hook on the module that holds the temperature reshapes a 0-d value.
 """
 
@@ -36,13 +36,14 @@ class ReshapeTemperature(ConversionOps):
         return ReshapeTemperature(CHECKPOINT_SHAPE if self.shape == TEMPERATURE_SHAPE else TEMPERATURE_SHAPE)
 
 
-def register_temperature_conversion(model_type: str) -> None:
+def register_temperature_conversion(class_name: str) -> None:
     """Make `from_pretrained` load a 0-d checkpoint temperature into the 1-element parameter, and `save_pretrained`
-    write it back 0-d, for every model of `model_type` (a sub-model too: transformers scopes the pattern)."""
+    write it back 0-d, for the model class `class_name` (called for each class that holds a temperature; as the
+    loaded model's own class, the conversion also matches a checkpoint of the base model, keyed without its prefix)."""
     # A plain name (matched anywhere in a key): transformers versions differ in how they reverse regex anchors.
     converter = WeightConverter(TEMPERATURE_NAME, TEMPERATURE_NAME, operations=[ReshapeTemperature(TEMPERATURE_SHAPE)])
     # overwrite: remote code may import this module again under another package name.
-    register_checkpoint_conversion_mapping(model_type, [converter], overwrite=True)
+    register_checkpoint_conversion_mapping(class_name, [converter], overwrite=True)
 
 
 def reshape_temperature_on_load(module, state_dict, prefix, *args) -> None:

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
-from modeling_medvl import MedVLConfig, MedVLForPreTraining, MedVLModel
+from modeling_medvl import MedVLConfig, MedVLForPreTraining, MedVLForQuestionAnswering, MedVLModel
 
 
 def tiny_model(value=3.25):
@@ -36,6 +36,9 @@ def test_checkpoint_holds_the_temperature_0d_and_reloads_it(tmp_path):
         assert loaded.logit_scale.shape == (1,) and loaded.logit_scale.item() == 3.25
     MedVLModel.from_pretrained(tmp_path).save_pretrained(tmp_path / "base")
     assert load_file(tmp_path / "base" / "model.safetensors")["logit_scale"].shape == ()
+    # A head from the base model's checkpoint, whose keys lack the head's `medvl.` prefix.
+    for head in (MedVLForPreTraining, MedVLForQuestionAnswering):
+        assert head.from_pretrained(tmp_path / "base").medvl.logit_scale.tolist() == [3.25]
 
 
 def test_one_element_checkpoint_loads_too(tmp_path):

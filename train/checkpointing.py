@@ -306,16 +306,16 @@ def disk_space_warning(output_dir, checkpoint_bytes: int, saves: int, keep: int,
             "(free space, lower --save_total_limit, or choose another --output_dir)")
 
 
-def gather_full_state(model, optimizer=None) -> tuple:
-    """(model state dict, optimizer state dict or None) of a sharded (FSDP) `model` and its `optimizer`, gathered in
-    full onto the main process, in host memory: a collective, every rank calls it (the others get empty dicts, or on
-    CPU ranks the same full dicts). Keys are the unwrapped model's parameter names, which the optimizer state is
-    keyed by too (not by position), so that `load_full_optimizer_state` shards it again for any number of ranks."""
+def gather_full_state(model, optimizer, device) -> tuple:
+    """(model state dict, optimizer state dict or None) of a sharded (FSDP) `model` computing on `device` and its
+    `optimizer` (or None), gathered in full onto the main process, in host memory: a collective, every rank calls it
+    (the others get empty dicts, or on CPU ranks the same full dicts). Keys are the unwrapped model's parameter names,
+    which the optimizer state is keyed by too (not by position), so that `load_full_optimizer_state` shards it again
+    for any number of ranks."""
     # Offloading copies device tensors to the host. On CPU ranks torch's FSDP 1 would hand back views of the one
     # buffer it gathers every optimizer state into (`.cpu()` copies nothing there), so that Adam's first moment would
     # read as its second; without offloading it clones each state.
-    on_host = next(model.parameters()).device.type == "cpu"
-    options = StateDictOptions(full_state_dict=True, cpu_offload=not on_host)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=torch.device(device).type != "cpu")
     model_state = get_model_state_dict(model, options=options)
     optimizer_state = None if optimizer is None else get_optimizer_state_dict(model, optimizer, options=options)
     return model_state, optimizer_state

@@ -97,7 +97,8 @@ def check_fsdp_settings(plugin, torch_compile: bool):
         raise UserError("pretrain.py needs fsdp_use_orig_params: true in the Accelerate config (the optimizer's "
                         f"weight-decay groups and the temperature's clamp act on the model's own parameters) {fix}")
     if torch_compile:
-        raise UserError("--torch_compile is not supported with FSDP by pretrain.py: leave it out, or launch with DDP")
+        raise UserError("--torch_compile is not supported with FSDP by pretrain.py yet: leave it out, or launch with "
+                        "DDP")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -135,8 +136,8 @@ class PretrainingRun:
             check_fsdp_settings(acc.state.fsdp_plugin, model_args.torch_compile)
         elif parse_flag_from_env("ACCELERATE_USE_FSDP"):  # set by `accelerate launch` for an FSDP config
             raise UserError(
-                f"FSDP is not supported by pretrain.py on {acc.device.type} ranks: accelerate shards with FSDP on GPUs "
-                "only and would run this as DDP; launch with DDP (--config_file "
+                f"FSDP is not supported by pretrain.py on {acc.device.type} ranks: accelerate shards with FSDP on "
+                "accelerators (GPUs) only and would run this as DDP; launch with DDP (--config_file "
                 "train/configs/accelerate_1node_8gpu_ddp.yaml), or with the FSDP config on GPUs"
             )
         self.accumulation, self.global_batch = resolve_accumulation(
@@ -265,7 +266,7 @@ class PretrainingRun:
         the model itself)."""
         if self.sharded:
             model_state, optimizer_state = ckpt.gather_full_state(
-                self.model, self.optimizer.optimizer if with_optimizer else None
+                self.model, self.optimizer.optimizer if with_optimizer else None, self.accelerator.device
             )
             return {k: v for k, v in model_state.items() if k not in self.tied_aliases}, optimizer_state
         return None, self.optimizer.state_dict() if with_optimizer else None
