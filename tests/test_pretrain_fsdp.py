@@ -8,7 +8,8 @@ The 2-process run: accelerate refuses FSDP on the CPU (its launcher asks for a G
 gloo, so tests/scripts/pretrain_fsdp_on_cpu.py launches train/pretrain.py with accelerate's state switched to the FSDP
 of train/configs/accelerate_1node_8gpu_fsdp.yaml (`accelerator.prepare` then wraps the model as on GPUs). The sharded
 run repeats the DDP run's losses and evaluations, its checkpoint holds the full model and optimizer state (gathered
-from both ranks' shards), and a resumed sharded run repeats the uninterrupted one.
+from both ranks' shards), and sharded runs resumed from its checkpoint and from the DDP run's repeat the uninterrupted
+ones. Not covered on CPU ranks: sync_module_states (torch broadcasts only GPU modules) and mixed precision.
 """
 
 import importlib.util
