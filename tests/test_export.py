@@ -183,3 +183,25 @@ def test_lora_adapter_export_keeps_the_adapter_apart(lora_run, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values=INPUTS["pixel_values"]).logits,
                                    adapted(pixel_values=INPUTS["pixel_values"]).logits, rtol=0, atol=1e-5)
+
+
+# The pip name of each module the exported code may import, where the two differ.
+PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "pillow"}
+
+
+def test_space_requirements_cover_every_import_of_the_exported_code(pretraining_export):
+    """A Space installs requirements.txt and nothing else: every third-party module of the folder's code and of
+    app.py must be in it (the processor's OpenCV CLAHE once was not)."""
+    import sys
+
+    from transformers.dynamic_module_utils import get_imports
+
+    _, out, _ = pretraining_export
+    code = [*out.glob("*_medvl.py"), out / "space" / "app.py"]
+    third_party = {name for path in code for name in get_imports(str(path))} - set(sys.stdlib_module_names)
+    required = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                for line in (out / "space" / "requirements.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    assert "cv2" in third_party  # the check sees the imports it is about
+    missing = sorted(PIP_NAMES.get(name, name) for name in third_party if PIP_NAMES.get(name, name) not in required)
+    assert not missing, f"space/requirements.txt lacks {missing}"
