@@ -55,6 +55,10 @@ def local_contrast_normalize(images, tile_grid=(8, 8), clip_limit=2.0):
 
 
 def _clahe_opencv(images, rows, cols, clip_limit):
+    # OpenCV's own thread pool defaults to every core: in data-loader workers (torch: one thread each) that would be
+    # cores x workers threads per node. It follows torch's setting instead.
+    if cv2.getNumThreads() != torch.get_num_threads():
+        cv2.setNumThreads(torch.get_num_threads())
     clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(cols, rows))
     planes = images.detach().cpu().reshape(-1, *images.shape[-2:]).numpy()
     equalised = np.stack([clahe.apply(plane) for plane in planes])

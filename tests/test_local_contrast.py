@@ -52,3 +52,16 @@ def test_processor_equalises_8_bit_images_with_opencv():
     expected = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(2, 4)).apply(resized["pixel_values"][0, 0].byte().numpy())
     out = processor(image, return_tensors="pt")["pixel_values"][0]
     assert torch.equal(out, torch.from_numpy(expected).float().expand(3, 48, 48))
+
+
+def test_opencv_threads_follow_torch_threads_as_in_a_data_loader_worker():
+    images = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8)
+    threads, opencv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(1)  # what torch sets in every DataLoader worker
+        cv2.setNumThreads(4)
+        local_contrast_normalize(images)
+        assert cv2.getNumThreads() == 1
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(opencv_threads)
