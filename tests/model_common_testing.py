@@ -135,6 +135,11 @@ class MedVLCommonTests(ModelTesterMixin):
     def setUp(self):
         self.model_tester = MedVLModelTester(self)
 
+    def test_reverse_loading_mapping(self):
+        # MedVL's one weight conversion reshapes the temperature (0-d on disk, one element in the model) and renames
+        # no key, where the upstream test expects every conversion to rename.
+        super().test_reverse_loading_mapping(check_keys_were_modified=False)
+
     @unittest.skip(reason="MedVL's forward takes no inputs_embeds: images enter as pixel_values through a timm "
                           "backbone and text as input_ids.")
     def test_inputs_embeds(self):
