@@ -19,7 +19,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 for _name in ("NO_PROXY", "no_proxy"):  # gradio checks its own loopback URL: never through a proxy
     os.environ[_name] = ",".join(filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
 
-import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -173,7 +172,11 @@ def to_display(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.uint8(values * 255))
 
 
-def build_interface(demo: Demo) -> gr.Blocks:
+def build_interface(demo: Demo):
+    """The page (a gradio Blocks). gradio is imported here: the Demo class alone (report pages, scripts) runs
+    without it."""
+    import gradio as gr
+
     with gr.Blocks(title="MedVL demo") as page:
         gr.Markdown("# MedVL chest X-ray demo")
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")

@@ -299,6 +299,9 @@ class MedVLPreTrainedModel(PreTrainedModel):
 class MedVLModel(MedVLPreTrainedModel):
     """Vision tower + text tower projected into one space (ITC, zero-shot), plus the fusion layers."""
 
+    # A pretraining checkpoint's MLM and ITM heads, which the base model (AutoModel of an exported folder) leaves out.
+    _keys_to_ignore_on_load_unexpected = [r"^(mlm_head|itm_head)\."]
+
     def __init__(self, config: MedVLConfig):
         super().__init__(config)
         self.vision_model = MedVLVisionTower(config.vision_config)

@@ -90,7 +90,7 @@ def test_quick_demo_survives_ctrl_c_runs_every_stage_and_beats_both_baselines(tm
         assert (out / name).stat().st_size > 1000
     results = json.loads((out / "report" / "results.json").read_text())
     rows = {(row["task"], row["metric"]): row for row in results["rows"]}
-    for headline in [("zero_shot", "auroc_macro"), ("classification", "auroc_macro"), ("vqa", "closed_accuracy"),
+    for headline in [("zero_shot", "auroc_macro"), ("classification", "auroc_macro"), ("vqa", "accuracy"),
                      ("report_generation", "cider")]:
         row = rows[headline]
         assert row["value"] > row["majority"] and row["value"] > row["untrained"], row

@@ -32,7 +32,7 @@ SCALES = {
                        max_new_tokens=80, bootstrap_samples=200),
     "tiny": DemoScale(studies=2000, vqa_studies=200, image_size=64, preset="tiny-convnext", pretrain_steps=160,
                       pretrain_batch_size=64, classification_epochs=2, vqa_epochs=3, report_steps=200,
-                      max_new_tokens=96, bootstrap_samples=1000),
+                      max_new_tokens=96, bootstrap_samples=300),
     "small": DemoScale(studies=8000, vqa_studies=1000, image_size=128, preset="tiny-convnext", pretrain_steps=1500,
                        pretrain_batch_size=128, classification_epochs=5, vqa_epochs=8, report_steps=1000,
                        max_new_tokens=128, bootstrap_samples=1000),
