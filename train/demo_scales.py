@@ -27,8 +27,8 @@ class DemoScale:
 
 
 SCALES = {
-    "quick": DemoScale(studies=500, vqa_studies=120, image_size=64, preset="tiny-convnext", pretrain_steps=50,
-                       pretrain_batch_size=64, classification_epochs=2, vqa_epochs=3, report_steps=100,
+    "quick": DemoScale(studies=800, vqa_studies=120, image_size=64, preset="tiny-convnext", pretrain_steps=50,
+                       pretrain_batch_size=64, classification_epochs=2, vqa_epochs=3, report_steps=200,
                        max_new_tokens=80, bootstrap_samples=200),
     "tiny": DemoScale(studies=2000, vqa_studies=200, image_size=64, preset="tiny-convnext", pretrain_steps=160,
                       pretrain_batch_size=64, classification_epochs=2, vqa_epochs=3, report_steps=200,
