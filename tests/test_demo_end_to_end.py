@@ -63,8 +63,9 @@ def check_export_reloads_like_the_checkpoint(out):
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
     inputs = processor(images=[image], text=["right pleural effusion"], return_tensors="pt")
+    # In this process the project's classes are registered with the Auto classes; the export stage's fresh-process
+    # reload (project packages blocked) is what proves the folder's own code: its differences are checked above.
     reloaded = AutoModel.from_pretrained(str(export), trust_remote_code=True).eval()
-    assert type(reloaded).__module__.startswith("transformers_modules")  # the folder's code, not the project's
     original = MedVLModel.from_pretrained(str(out / "pretrain" / "checkpoint-best")).eval()
     torch.testing.assert_close(reloaded(**inputs).logits_per_image, original(**inputs).logits_per_image)
     classifier = AutoModelForImageClassification.from_pretrained(str(export), subfolder="classification",
