@@ -54,7 +54,8 @@ def interrupt_during_pretraining(out, tmp_path):
 def check_export_reloads_like_the_checkpoint(out):
     from transformers import AutoModel, AutoModelForImageClassification, AutoProcessor
 
-    from modeling_medvl import MedVLForImageClassification, MedVLModel
+    from modeling_medvl import MedVLModel
+    from train.demo_export import merged
 
     export = out / "export"
     processor = AutoProcessor.from_pretrained(str(export), trust_remote_code=True)
@@ -70,7 +71,7 @@ def check_export_reloads_like_the_checkpoint(out):
     torch.testing.assert_close(reloaded(**inputs).logits_per_image, original(**inputs).logits_per_image)
     classifier = AutoModelForImageClassification.from_pretrained(str(export), subfolder="classification",
                                                                  trust_remote_code=True).eval()
-    trained = MedVLForImageClassification.from_pretrained(str(out / "classification" / "checkpoint-best")).eval()
+    trained = merged(out / "classification" / "checkpoint-best")  # the LoRA run's adapter over its base, merged
     torch.testing.assert_close(classifier(pixel_values=inputs["pixel_values"]).logits,
                                trained(pixel_values=inputs["pixel_values"]).logits)
 
