@@ -16,7 +16,6 @@ Every training stage is the project's own script (`train/pretrain.py`, `train/fi
 `train/evaluate_model.py`, `medvl export`) run as a separate process with the arguments it prints.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -31,7 +30,6 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 STAGES = ("data", "tokenizer", "pretrain", "classification", "vqa", "report_generation", "evaluate", "export",
           "report")
 STAGE_ALIASES = {"finetune": "classification"}
-RESULTS_FILE = "results.json"
 EXPORT_CHECK_FILE = "export_check.json"
 REPORT_FILES = ("report.html", "report.md")
 # Files a stage writes at the top of --out (removed with it).
@@ -39,8 +37,8 @@ ROOT_FILES = {"export": (EXPORT_CHECK_FILE,), "report": REPORT_FILES}
 
 
 class Demo:
-    def __init__(self, out, scale_name, scale, device, seed):
-        self.out, self.scale_name, self.scale, self.device, self.seed = Path(out), scale_name, scale, device, seed
+    def __init__(self, out, scale, device, seed):
+        self.out, self.scale, self.device, self.seed = Path(out), scale, device, seed
         self.precision = "bf16" if device == "cuda" else None  # `auto` keeps fp32: the CPU default wherever it runs
 
     # Paths the stages hand on.
@@ -180,7 +178,7 @@ def run_demo(args) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     check_device(args.device)
-    demo = Demo(args.out, scale_name, scale, args.device, args.seed)
+    demo = Demo(args.out, scale, args.device, args.seed)
     settings = {"scale": scale_name, **scale.as_dict(), "seed": args.seed}
     try:
         record = StageRecord(demo.out, settings, STAGES, ROOT_FILES, restart=args.from_stage == STAGES[0])

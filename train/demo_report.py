@@ -28,6 +28,7 @@ TABLE_ROWS = (
     ("report_generation", "bleu_4", "Report generation, BLEU-4"),
 )
 BASELINES = ("majority", "untrained")
+RESULTS_FILE = "results.json"
 ROC_SHOWN = ("cardiomegaly", "pleural_effusion", "pneumothorax")  # SynthCXR's most frequent findings
 EXAMPLES = 4
 DISCLAIMER = ("Research software on synthetic data: not a medical device, and these figures say nothing about "
@@ -139,14 +140,14 @@ def write_report(demo, folder: Path) -> dict:
     results = {"settings": state["settings"], "rows": rows, "stage_seconds": stage_seconds,
                "export_max_abs_difference": max(export_check["max_abs_difference"].values()),
                "largest_subgroup_gap": gap}
-    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (folder / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str))
     settings = state["settings"]
     intro = (f"SynthCXR, {settings['studies']} studies in the MIMIC-CXR-JPG layout at {settings['image_size']} px "
              f"(and {settings['vqa_studies']} in the VQA-RAD layout), model preset `{settings['preset']}`, scale "
              f"`{settings['scale']}`, seed {settings['seed']}. Every figure is on the test split, which no stage "
              "trained on or selected a checkpoint with; intervals are bootstrap 95% intervals over studies.")
     times = " · ".join(f"{name} {seconds:.0f} s" for name, seconds in stage_seconds.items())
-    markdown = [f"# MedVL demo", "", intro, "", markdown_table(rows), "",
+    markdown = ["# MedVL demo", "", intro, "", markdown_table(rows), "",
                 f"Classification, {describe_gap(gap)}." if gap else "", "",
                 f"Stage times: {times}.", "",
                 f"The exported folder (`export/`) reloads offline through the Auto classes with outputs equal to the "
