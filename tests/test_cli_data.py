@@ -84,6 +84,39 @@ def test_bad_mix_is_named(tmp_path, capsys):
         assert capsys.readouterr().err.splitlines() == [f"error: {stopped.value}"]
 
 
+def split_counts(folder) -> dict:
+    rows = [line.split(",") for line in (folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-split.csv").read_text().split()[1:]]
+    return {row[1]: row[3] for row in rows}
+
+
+def test_split_shares_move_studies_between_splits_and_nothing_else(tmp_path):
+    main(["data", "synth", "--out", str(tmp_path / "default"), "--n", "200", "--size", "16", "--layouts",
+          "mimic-cxr-jpg"])
+    main(["data", "synth", "--out", str(tmp_path / "wide"), "--n", "200", "--size", "16", "--layouts",
+          "mimic-cxr-jpg", "--split", "train=0.6,validate=0.1,test=0.3"])
+    default, wide = split_counts(tmp_path / "default"), split_counts(tmp_path / "wide")
+    assert default.keys() == wide.keys()
+    shares = {name: sum(split == name for split in wide.values()) / 200 for name in ("train", "validate", "test")}
+    assert abs(shares["test"] - 0.3) < 0.1 and abs(shares["train"] - 0.6) < 0.1, shares
+    # One draw per study: a test study under the default shares (draw >= 0.95) stays a test study.
+    assert all(wide[study] == "test" for study, split in default.items() if split == "test")
+    truth = [(tmp_path / name / "synthcxr.jsonl").read_text().splitlines() for name in ("default", "wide")]
+    strip = [[line.replace('"split": "test"', "").replace('"split": "train"', "").replace('"split": "validate"', "")
+              for line in lines] for lines in truth]
+    assert strip[0] == strip[1]  # the same studies, reports and labels
+
+
+@pytest.mark.parametrize("split, message", [
+    ("train=0.6,test=0.4", "give each of ['train', 'validate', 'test'] once"),
+    ("train=0.5,validate=0.1,test=0.3", "summing to 1"),
+    ("train", "items look like split=share"),
+])
+def test_bad_split_is_named(tmp_path, capsys, split, message):
+    with pytest.raises(SystemExit) as stopped:
+        main(["data", "synth", "--out", str(tmp_path), "--n", "2", "--size", "16", "--split", split])
+    assert stopped.value.code == 2 and message in str(stopped.value) and split in str(stopped.value)
+
+
 def test_console_script_runs_synth(tmp_path):
     result = subprocess.run(
         [

@@ -33,10 +33,24 @@ def _parse_mix(text):
     return mix
 
 
+def _parse_split(text):
+    from processing.synthcxr.generator import check_split_fractions
+
+    try:
+        items = [item.partition("=") for item in text.split(",")]
+        if not all(equals for _, equals, _ in items):
+            raise ValueError("items look like split=share")
+        return check_split_fractions([(name.strip(), float(share)) for name, _, share in items])
+    except ValueError as error:
+        raise UserError(f"--split {text!r}: {error} (e.g. train=0.7,validate=0.1,test=0.2)") from None
+
+
 def _generation_options(args):
     options = {"max_findings": args.max_findings, "uncertain_rate": args.uncertain_rate}
     if args.mix:
         options["mix"] = _parse_mix(args.mix)
+    if getattr(args, "split", None):
+        options["split_fractions"] = _parse_split(args.split)
     return options
 
 
@@ -110,6 +124,9 @@ def register(parser):
     )
     synth.add_argument(
         "--gzip-tables", action="store_true", help="write the MIMIC tables as .csv.gz, as PhysioNet ships them"
+    )
+    synth.add_argument(
+        "--split", default=None, help="shares of the official splits (default train=0.9,validate=0.05,test=0.05)"
     )
     synth.add_argument("--workers", type=at_least(0), default=0, help="processes rendering images (default 0: this one)")
     synth.set_defaults(func=run_synth)

@@ -24,6 +24,7 @@ from .questions import make_questions
 from .reports import INDICATIONS, write_report
 from .render import render_radiograph
 
+SPLIT_NAMES = ("train", "validate", "test")
 SPLIT_FRACTIONS = (("train", 0.9), ("validate", 0.05), ("test", 0.05))
 # Patients: about half women; age at the study roughly as in MIMIC-CXR (median in the sixties), 18 to 91 (MIMIC-IV
 # records every older patient as 91).
@@ -72,7 +73,8 @@ def patient_metadata(seed, index) -> tuple[str, int]:
 
 
 def synthesize_study(
-    index, size=512, seed=0, mix=None, max_findings=2, uncertain_rate=0.1, ap_rate=0.1, max_questions=6
+    index, size=512, seed=0, mix=None, max_findings=2, uncertain_rate=0.1, ap_rate=0.1, max_questions=6,
+    split_fractions=SPLIT_FRACTIONS,
 ):
     """Study `index` of the SynthCXR set drawn with `seed` (see `generate_synthcxr`)."""
     anatomy = sample_anatomy(_study_rng(seed, index, 0))
@@ -85,7 +87,7 @@ def synthesize_study(
     text_rng = random.Random(int(_study_rng(seed, index, 3).integers(2**62)))
     findings_text, impression_text, labels = write_report(findings, view, text_rng)
     draw = _study_rng(seed, index, 4).random()
-    split = next((name for name, upper in _cumulative(SPLIT_FRACTIONS) if draw < upper), "test")
+    split = next((name for name, upper in _cumulative(split_fractions) if draw < upper), "test")
     digest = hashlib.sha1(f"synthcxr:{seed}:{index}".encode()).hexdigest()
     sex, age = patient_metadata(seed, index)
     return SynthStudy(
@@ -110,6 +112,17 @@ def synthesize_study(
     )
 
 
+def check_split_fractions(fractions) -> tuple:
+    """((split, share), ...) for train, validate and test, each share >= 0, summing to 1: as given, or a ValueError."""
+    fractions = tuple((name, float(share)) for name, share in fractions)
+    names = [name for name, _ in fractions]
+    if sorted(names) != sorted(SPLIT_NAMES):
+        raise ValueError(f"split fractions name {names}: give each of {list(SPLIT_NAMES)} once")
+    if any(share < 0 for _, share in fractions) or abs(sum(share for _, share in fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions {dict(fractions)}: each share >= 0, summing to 1")
+    return fractions
+
+
 def _cumulative(fractions):
     total = 0.0
     for name, fraction in fractions:
@@ -123,7 +136,8 @@ def generate_synthcxr(n, size=512, seed=0, *, start=0, num_workers=0, **options)
     options: `mix` (dict of "normal" and finding kinds to weights, see findings.DEFAULT_MIX),
     `max_findings` (per study, default 2), `uncertain_rate` (fraction of findings reported with
     hedging, CheXpert -1; default 0.1), `ap_rate` (AP views among non-intubated patients),
-    `max_questions` (question-answer pairs per study). `num_workers` > 0 renders in that many
+    `max_questions` (question-answer pairs per study), `split_fractions` (((split, share), ...) for train, validate
+    and test; default 0.9 / 0.05 / 0.05; a study's split draw is the same whatever the shares). `num_workers` > 0 renders in that many
     processes; the studies and their order are the same.
     """
     if not isinstance(n, int) or n < 0:
@@ -132,6 +146,8 @@ def generate_synthcxr(n, size=512, seed=0, *, start=0, num_workers=0, **options)
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(size, int) or size < 16:
         raise ValueError(f"size must be an integer of at least 16 pixels, got {size!r}")
+    if "split_fractions" in options:
+        options["split_fractions"] = check_split_fractions(options["split_fractions"])
     make = functools.partial(synthesize_study, size=size, seed=seed, **options)
     indices = range(start, start + n)
     if num_workers and n > 1:
@@ -142,4 +158,6 @@ def generate_synthcxr(n, size=512, seed=0, *, start=0, num_workers=0, **options)
             yield make(index)
 
 
-__all__ = ["SPLIT_FRACTIONS", "SynthStudy", "generate_synthcxr", "patient_metadata", "synthesize_study"]
+__all__ = [
+    "SPLIT_FRACTIONS", "SPLIT_NAMES", "SynthStudy", "check_split_fractions", "generate_synthcxr", "patient_metadata", "synthesize_study",
+]
