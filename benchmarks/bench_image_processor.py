@@ -12,8 +12,6 @@ writes benchmarks/results/image_processor.json.
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPImageProcessor, CLIPImageProcessorPil
 
 from bench_text_pipeline import synthetic_reports
+from machine_record import load_average, machine, write_json
 from processing.image_processing_medvl import MedVLImageProcessor
 from processing.processing_medvl import MedVLProcessor
 from processing.tokenizer_training import train_clinical_tokenizer
@@ -107,7 +106,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    load_at_start = os.getloadavg()[0]
+    load_at_start = load_average()
 
     rng = np.random.default_rng(0)
     grey8 = [radiograph_like(rng, args.side, deep=False) for _ in tqdm(range(args.images), desc="8-bit images")]
@@ -191,19 +190,10 @@ def main():
         "cases have no CLIP counterpart (CLIP would clip them to 8 bits). 8-bit sources are resampled in uint8 by "
         "both. With local contrast on, 8-bit images are equalised by OpenCV's CLAHE in uint8. Cases run in "
         "interleaved rounds; the best round per case is reported (compare ratios within one run: the machine is "
-        f"shared). Load average at the start: {load_at_start:.1f}, at the end: {os.getloadavg()[0]:.1f}.",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "pydicom": pydicom.__version__,
-            "opencv": cv2.__version__,
-        },
+        f"shared). Load average at the start: {load_at_start:.1f}, at the end: {load_average():.1f}.",
+        "machine": machine(torch, transformers, pydicom, cv2, load_at_start=load_at_start),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     summary = ("images_per_second_per_core", "ratio_medvl_to_clip", "ratio_medvl_to_clip_cpu", "processor")
     print(json.dumps({key: result[key] for key in summary}, indent=2))
     print(f"wrote {args.out}")

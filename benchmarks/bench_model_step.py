@@ -18,7 +18,6 @@ ViT-B/16 at batch 16 takes ~30-45 s a step on a 2-core machine, too slow for a f
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ import transformers
 from tqdm import tqdm
 from transformers import CLIPConfig, CLIPModel
 
+from machine_record import cpu_model, load_average, machine, versions, write_json
 from modeling_medvl import MedVLConfig, MedVLForPreTraining
 
 MODELS = ("medvl", "clip")
@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     models = {"medvl": build_medvl(args).train(), "clip": build_clip(args).train()}
     batch = make_batch(args)
-    load_before = os.getloadavg()
+    load_before = load_average()
     wall = {name: [] for name in MODELS}
     cpu = {name: [] for name in MODELS}
     with tqdm(total=len(MODELS) * (args.warmup + args.iters), desc="training steps") as progress:
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
                     wall[name].append(time.perf_counter() - wall_start)
                     cpu[name].append(time.process_time() - cpu_start)
                 progress.update()
-    load_after = os.getloadavg()
+    load_after = load_average()
     results = {
         name: {
             "median_step_s": statistics.median(wall[name]),
@@ -205,10 +205,10 @@ def main(argv=None) -> dict:
         "benchmark": "forward+backward step, dual encoder + contrastive loss",
         "device": "cpu",
         "torch_threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         # Other work on the machine slows both models; the interleaved rounds and CPU-time ratio temper it.
-        "load_average_1min_before_after": [load_before[0], load_after[0]],
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "timm": timm.__version__},
+        "load_average_1min_before_after": [load_before, load_after],
+        "versions": versions(torch, transformers, timm),
         "size": {key: getattr(args, key) for key in (
             "batch_size", "image_size", "patch_size", "vision_width", "vision_depth", "vision_heads",
             "text_width", "text_depth", "text_heads", "seq_len", "vocab_size", "projection_dim")},
@@ -225,10 +225,10 @@ def main(argv=None) -> dict:
         report["memory_ratio_medvl_over_clip"] = (
             results["medvl"]["step_peak_delta_mib"] / results["clip"]["step_peak_delta_mib"]
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    report["machine"] = machine(load_at_start=load_before)
+    write_json(args.output, report)
     print(f"\nMedVL (fusion none, ITC) vs CLIPModel, batch {args.batch_size}, {args.image_size} px, "
-          f"{args.threads} threads, load average {load_before[0]:.1f} -> {load_after[0]:.1f}:")
+          f"{args.threads} threads, load average {load_before:.1f} -> {load_after:.1f}:")
     for name in MODELS:
         result = results[name]
         line = (f"  {name:6s} median step {result['median_step_s']:.2f} s wall, {result['median_step_cpu_s']:.2f} s "

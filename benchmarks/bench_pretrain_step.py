@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from machine_record import machine, versions, write_json
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "pretrain_step_cpu.json"
 CONTENDERS = ("medvl_itc", "medvl_itc_accum4", "medvl_full", "open_clip", "hf_clip")
 
@@ -227,9 +229,8 @@ def main(argv=None):
         "benchmark": "pretraining optimizer step (forward, CLIP loss, backward, clip 1.0, AdamW), CPU",
         "command": "python benchmarks/bench_pretrain_step.py " + " ".join(argv),
         "size": {k: v for k, v in vars(args).items() if k not in ("output", "memory_probe", "contenders")},
-        "versions": {"torch": torch.__version__, "python": platform.python_version(),
-                     "open_clip": __import__("open_clip").__version__,
-                     "transformers": __import__("transformers").__version__},
+        "versions": {"python": platform.python_version(),
+                     **versions(torch, __import__("open_clip"), __import__("transformers"))},
         "load_average_before_after": [load_before, os.getloadavg()],
         "contenders": {},
     }
@@ -249,8 +250,8 @@ def main(argv=None):
                    "peak_memory_delta": base["step_peak_delta_mib"] / contenders[peer]["step_peak_delta_mib"]}
             for peer in ("open_clip", "hf_clip", "medvl_itc_accum4") if peer in contenders
         }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2))
+    results["machine"] = machine(load_at_start=load_before[0])
+    write_json(args.output, results)
     for name, values in contenders.items():
         print(f"{name:18s} {values['pairs_per_second']:8.1f} pairs/s  cpu {values['median_cpu_s']:.3f} s/step  "
               f"peak +{values['step_peak_delta_mib']:.0f} MiB")

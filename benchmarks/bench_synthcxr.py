@@ -8,9 +8,7 @@ writes benchmarks/results/synthcxr.json.
 """
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from machine_record import load_average, machine, write_json
 from processing.synthcxr import generate_synthcxr, write_synthcxr
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -85,6 +84,7 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=str(RESULTS / "synthcxr.json"))
     args = parser.parse_args(argv)
+    load_at_start = load_average()
     results = []
     for size in args.sizes:
         n = args.n if size <= 256 else max(20, args.n // 4)
@@ -101,17 +101,10 @@ def main(argv=None):
     record = {
         "benchmark": "synthcxr",
         "peer": "PIL decoding the same images from JPEG files on disk",
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "pillow": PIL.__version__,
-            "numpy": np.__version__,
-        },
+        "machine": machine(PIL, np, load_at_start=load_at_start, cores_key="cpus"),
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

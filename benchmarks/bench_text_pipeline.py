@@ -14,7 +14,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import random
 import statistics
 import time
@@ -25,6 +24,7 @@ import tokenizers
 import transformers
 from tqdm.auto import tqdm
 
+from machine_record import load_average, machine, write_json
 from processing.clinical_text_medvl import (
     ClinicalTextNormalizer,
     deidentify,
@@ -98,7 +98,7 @@ def main():
     parser.add_argument("--out", default=str(RESULTS / "text_pipeline.json"))
     args = parser.parse_args()
 
-    load_at_start = os.getloadavg()[0]
+    load_at_start = load_average()
     reports = synthetic_reports(args.reports)
     normalizer = ClinicalTextNormalizer()
     start = time.perf_counter()
@@ -156,12 +156,10 @@ def main():
                  f"(TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset')}; on this machine it "
                  "uses about one core: its CPU time is close to its wall time). Cases run in interleaved rounds; the "
                  "fastest round of each is reported, by wall clock and by CPU time of this process. Load average "
-                 f"at the start: {load_at_start:.1f}, at the end: {os.getloadavg()[0]:.1f}.",
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "tokenizers": tokenizers.__version__, "transformers": transformers.__version__},
+                 f"at the start: {load_at_start:.1f}, at the end: {load_average():.1f}.",
+        "machine": machine(tokenizers, transformers, load_at_start=load_at_start),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result["reports_per_second"], indent=2))
     print(f"normalise+tokenize / tokenize-only: {result['ratio_normalise_plus_tokenize_to_tokenize_only']} (wall), "
           f"{result['ratio_normalise_plus_tokenize_to_tokenize_only_cpu']} (CPU time)")

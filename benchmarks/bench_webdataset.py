@@ -8,9 +8,6 @@ writes benchmarks/results/webdataset_read.json.
 
 import argparse
 import importlib.util
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,6 +17,7 @@ from pathlib import Path
 
 import datasets
 
+from machine_record import load_average, machine, write_json
 from processing.readers import load_webdataset, write_webdataset
 from processing.synthcxr import generate_synthcxr
 
@@ -68,6 +66,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "webdataset_read.json"))
     args = parser.parse_args(argv)
+    load_at_start = load_average()
     readers = {"datasets_builder": load_webdataset}
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -83,7 +82,7 @@ def main(argv=None):
                     rows, seconds, cpu_seconds = timed_read(reader, shards, check_images)
                     assert rows == args.n, (name, rows)
                     runs[name].append({"rows_per_s": rows / seconds, "rows_per_cpu_s": rows / cpu_seconds})
-            result = {"check_images": check_images, "load_average": os.getloadavg()[0]}
+            result = {"check_images": check_images, "load_average": load_average()}
             for name, measured in runs.items():
                 result[f"{name}_rows_per_s"] = [run["rows_per_s"] for run in measured]
                 result[f"{name}_rows_per_cpu_s"] = [run["rows_per_cpu_s"] for run in measured]
@@ -100,16 +99,10 @@ def main(argv=None):
         "benchmark": "webdataset_read",
         "peer": f"the hand-written tar parser load_webdataset used before (git {HAND_PARSER_COMMIT[:7]})",
         "shards": {"samples": args.n, "shards": args.shards, "image_px": args.size, "mib": round(shard_mib, 1)},
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "datasets": datasets.__version__,
-        },
+        "machine": machine(datasets, load_at_start=load_at_start, cores_key="cpus"),
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 
