@@ -1,4 +1,5 @@
-"""Rewrites the summary table of benchmarks/README.md (between its summary markers) from benchmarks/results/*.json:
+"""Rewrites the summary table of benchmarks/README.md and of the project's README.md (between their summary markers)
+from benchmarks/results/*.json:
 one row per compared figure, with its ratio to the peer, the speed target where there is one, and the machine,
 library versions, load average and date of the run it comes from.
 
@@ -21,7 +22,7 @@ COLUMNS = ("Benchmark", "Compared", "MedVL", "Peer", "Ratio", "Target", "Met", "
 # Older image and text results record the load average only in their notes.
 NOTES_LOAD = re.compile(r"Load average at the start: (\d+(?:\.\d+)?), at the end: (\d+(?:\.\d+)?)")
 OUTPUT_SIZE = re.compile(r"pixel_values (\d+)x\d+")
-# The speed issue's targets: the MedVL / peer speed ratio each figure should reach.
+# The speed targets: the MedVL / peer speed ratio each figure should reach.
 TARGETS = {"step_vs_clip_model": 1.2, "step_vs_open_clip": 1.1, "full_vs_itc_step": 0.5,
            "local_contrast_vs_clip_processor": 2.0, "text_vs_tokenizer": 1.0}
 
@@ -307,10 +308,13 @@ def summarize(results=HERE / "results", readme=HERE / "README.md"):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    parser.add_argument("--readme", type=Path, nargs="+", default=[HERE / "README.md", HERE.parent / "README.md"],
+                        help="the files whose summary markers get the table (default: both READMEs)")
     args = parser.parse_args(argv)
     try:
-        print(summarize(args.results, args.readme))
+        for readme in args.readme:
+            table = summarize(args.results, readme)
+        print(table)
     except ResultsError as error:
         sys.exit(f"summarize.py: {error}")
 
