@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
 import yaml
 from transformers import TrainingArguments
 
@@ -142,6 +143,9 @@ class FinetuneTrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "Where to log: 'tensorboard', 'none', or any Trainer integration."}
     )
+    # Pinned host memory only helps copies to a GPU; without one torch warns on every data loader.
+    dataloader_pin_memory: bool = field(default_factory=lambda: torch.cuda.is_available(),
+                                        metadata={"help": "Pin batches in host memory (default: when CUDA is there)."})
     # The collator needs the `image` and `labels` columns, which the model's forward does not name.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep every data set column (needed)."})
     # A PEFT-wrapped model's forward takes **kwargs, so Trainer could not find the label column by itself.
