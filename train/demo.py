@@ -8,8 +8,8 @@
 Stages, each in its own folder under --out: data (SynthCXR written in the MIMIC-CXR-JPG layout with its
 train/validate/test split file, and in the VQA-RAD layout), tokenizer (BPE on the training reports), pretrain
 (contrastive + MLM + ITM; zero-shot AUC and the laterality probe on the validation split as it goes),
-classification (LoRA adapters on the vision tower, the head in full), vqa (closed answers classified, open ones
-generated), report_generation (full fine-tuning), evaluate (every task on the test split against the majority
+classification (full fine-tuning), vqa (LoRA adapters, the answer head in full; closed answers classified, open
+ones generated), report_generation (full fine-tuning), evaluate (every task on the test split against the majority
 answer and the untrained model, zero-shot, subgroups and calibration), export (one Hub-ready folder with the card, the Space
 and the task models, reloaded offline through the Auto classes), report (results table, report.html and report.md).
 Every training stage is the project's own script (`train/pretrain.py`, `train/finetune.py`,
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from train.demo_runner import StageRecord
-from train.demo_scales import SCALES, choose_scale
+from train.demo_scales import LORA, SCALES, choose_scale
 from train.user_errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -76,9 +76,11 @@ class Demo:
     def data(self, folder: Path) -> None:
         scale = self.scale
         self.run_command(self.module("train.cli", "data", "synth", "--out", folder, "--n", scale.studies, "--size",
-                                     scale.image_size, "--seed", self.seed, "--layouts", "mimic-cxr-jpg"), "data")
+                                     scale.image_size, "--seed", self.seed, "--split", scale.split, "--layouts",
+                                     "mimic-cxr-jpg"), "data")
         self.run_command(self.module("train.cli", "data", "synth", "--out", folder / "vqa", "--n", scale.vqa_studies,
-                                     "--size", scale.image_size, "--seed", self.seed + 1, "--layouts", "vqa-rad"),
+                                     "--size", scale.image_size, "--seed", self.seed + 1, "--split", scale.split,
+                                     "--layouts", "vqa-rad"),
                          "data")
 
     def tokenizer(self, folder: Path) -> None:
@@ -102,15 +104,16 @@ class Demo:
             "--output_dir", folder), "pretraining")
 
     def finetune(self, task: str, config: str, folder: Path, *extra) -> None:
+        lora = ("--lora", LORA[task]) if task in LORA else ()
         self.run_command(self.module(
-            "train.finetune", "--config", CONFIGS / config, "--init", self.pretrained, "--seed", self.seed,
+            "train.finetune", "--config", CONFIGS / config, "--init", self.pretrained, "--seed", self.seed, *lora,
             "--bootstrap_samples", self.scale.bootstrap_samples, "--report_to", "none", "--logging_steps", 5,
             "--output_dir", folder,
             *([f"--{self.precision}"] if self.precision else []), *extra), f"{task} fine-tuning")
 
     def classification(self, folder: Path) -> None:
         self.finetune("classification", "finetune_tiny_synthcxr.yaml", folder, "--data", f"mimic-cxr:{self.mimic}",
-                      "--lora", "r=8", "--num_train_epochs", self.scale.classification_epochs)
+                      "--num_train_epochs", self.scale.classification_epochs)
 
     def vqa(self, folder: Path) -> None:
         self.finetune("vqa", "finetune_vqa_tiny_synthcxr.yaml", folder, "--data", f"vqa-rad:{self.vqa_rad}",

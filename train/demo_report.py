@@ -13,13 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from processing import load_mimic_cxr  # noqa: E402
 from train.clinical_eval import describe_gap  # noqa: E402
+from train.demo_scales import LORA  # noqa: E402
 
 # (task JSON, metric, what the row shows)
 TABLE_ROWS = (
     ("zero_shot", "auroc_macro", "Zero-shot findings, macro AUC (prompt ensembles)"),
     ("zero_shot", "laterality_accuracy", "Laterality probe, accuracy (left vs right prompts)"),
     ("zero_shot", "recall@5", "Image → report retrieval, recall@5"),
-    ("classification", "auroc_macro", "Findings classification, macro AUC (LoRA r=8)"),
+    ("classification", "auroc_macro", "Findings classification, macro AUC"),
     ("vqa", "accuracy", "VQA, all questions, accuracy"),
     ("vqa", "closed_accuracy", "VQA, closed questions, accuracy (answer classifier)"),
     ("vqa", "open_accuracy", "VQA, open questions, accuracy (generated answers)"),
@@ -39,12 +40,21 @@ def _number(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def training_note(task: str) -> str:
+    """How the demo fine-tuned `task`, shown on its first row."""
+    if task == "zero_shot":
+        return ""
+    return f" (LoRA {LORA[task]})" if task in LORA else " (full fine-tuning)"
+
+
 def results_rows(evaluated: dict) -> list:
     rows = []
     for task, key, what in TABLE_ROWS:
         result = evaluated.get(task)
         if result is None or result.get(key) is None:
             continue
+        if all(row["task"] != task for row in rows):
+            what += training_note(task)
         interval = result.get(f"{key}_ci")
         baselines = {name: (result.get("baselines", {}).get(name) or {}).get(key) for name in BASELINES}
         above = all(value is None or result[key] > value for value in baselines.values())
