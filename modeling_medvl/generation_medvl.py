@@ -44,6 +44,11 @@ class MedVLGenerationOutput(ModelOutput):
     image_tokens: torch.FloatTensor | None = None
     image_outputs: BaseModelOutputWithPooling | None = None
 
+    @property
+    def past_key_values(self) -> Cache | None:
+        """The cache under its name before transformers 5.24, which that version's assisted decoding reads."""
+        return self.cache
+
 
 class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
     """Vision tower + causal report decoder (self-attention, cross-attention to image tokens, feed-forward), sized
@@ -128,7 +133,11 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
-    def prepare_inputs_for_generation(self, input_ids, image_tokens=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, image_tokens=None, past_key_values=None, **kwargs):
+        # transformers before 5.24 passes a cache handed to generate() (an assistant's, from its second draft round)
+        # as `past_key_values`, and only if this signature names it.
+        if past_key_values is not None:
+            kwargs["past_key_values"] = past_key_values
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if "past_key_values" in model_inputs:  # transformers before 5.24
             model_inputs["cache"] = model_inputs.pop("past_key_values")
@@ -136,6 +145,11 @@ class MedVLForConditionalGeneration(MedVLPreTrainedModel, GenerationMixin):
             # The image was encoded at the first step; pixel_values are not needed again.
             model_inputs["image_tokens"] = image_tokens
             model_inputs.pop("pixel_values", None)
+        elif kwargs.get("pixel_values") is not None:
+            # No image tokens yet: the image must be encoded now, though transformers (from 5.x releases after 5.10)
+            # drops pixel_values from calls it does not count as the first step. An assistant model's every draft
+            # round is such a call: a generate() that continues its cache, which hands back no image tokens.
+            model_inputs["pixel_values"] = kwargs["pixel_values"]
         return model_inputs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
