@@ -88,6 +88,15 @@ def unchanging_run(tmp_path_factory, tokenizer):
     return output_dir, summary
 
 
+def test_early_stopping_patience_0_never_stops(tmp_path, tokenizer):
+    """Patience 0 means no early stopping (as in fine-tuning), not a stop at the first evaluation."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    summary = run(tmp_path, tokenizer, "--learning_rate", "1e-12", "--eval_steps", "1", "--early_stopping_patience",
+                  "0", "--max_steps", "3", "--validation_size", "32")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert summary["stop_reason"] == "max_steps" and summary["steps"] == 3
+
+
 def test_early_stopping_stops_the_run(unchanging_run):
     output_dir, summary = unchanging_run
     assert summary["stop_reason"] == "early_stopping"

@@ -493,8 +493,8 @@ class PretrainingRun:
             ckpt.save_best(acc, self.output_dir, write, {k: v for k, v in record.items()})
         else:
             state["evals_without_improvement"] += 1
-        patience = self.args.early_stopping_patience
-        return patience is not None and state["evals_without_improvement"] >= patience
+        patience = self.args.early_stopping_patience  # 0 or unset: never, as in fine-tuning
+        return bool(patience) and state["evals_without_improvement"] >= patience
 
     # ------------------------------------------------------------------------------- preemption
     def _catch_preemption(self) -> dict:

@@ -107,7 +107,8 @@ class PretrainArguments:
     save_total_limit: int = field(default=3, metadata={"help": "Keep the last K step checkpoints."})
     eval_steps: int = field(default=500, metadata={"help": "Zero-shot validation every N steps (0: off)."})
     early_stopping_patience: Optional[int] = field(
-        default=None, metadata={"help": "Stop after this many evaluations without a better zero-shot AUC."}
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a better zero-shot AUC (0 or unset: never)."}
     )
     resume_from: Optional[str] = field(default=None, metadata={
         "help": "Resume exactly from a checkpoint folder, 'latest' (the newest complete checkpoint in --output_dir) or "
