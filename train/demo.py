@@ -100,7 +100,8 @@ class Demo:
             "--model_overrides", f"vision_config.image_size={scale.image_size}", "--data", f"mimic-cxr:{self.mimic}",
             "--tokenizer", self.out / "tokenizer", "--per_device_batch_size", scale.pretrain_batch_size,
             "--max_steps", steps, "--warmup_steps", max(1, steps // 10), "--eval_steps", max(1, steps // 2),
-            "--save_steps", max(1, steps // 2), "--seed", self.seed, "--mixed_precision", self.precision or "no",
+            "--save_steps", max(1, steps // 2), "--early_stopping_patience", 0, "--augment",
+            str(scale.pretrain_augment).lower(), "--seed", self.seed, "--mixed_precision", self.precision or "no",
             "--output_dir", folder), "pretraining")
 
     def finetune(self, task: str, config: str, folder: Path, *extra) -> None:
