@@ -85,7 +85,8 @@ def test_bad_mix_is_named(tmp_path, capsys):
 
 
 def split_counts(folder) -> dict:
-    rows = [line.split(",") for line in (folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-split.csv").read_text().split()[1:]]
+    table = folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-split.csv"
+    rows = [line.split(",") for line in table.read_text().split()[1:]]
     return {row[1]: row[3] for row in rows}
 
 

@@ -137,8 +137,8 @@ def generate_synthcxr(n, size=512, seed=0, *, start=0, num_workers=0, **options)
     `max_findings` (per study, default 2), `uncertain_rate` (fraction of findings reported with
     hedging, CheXpert -1; default 0.1), `ap_rate` (AP views among non-intubated patients),
     `max_questions` (question-answer pairs per study), `split_fractions` (((split, share), ...) for train, validate
-    and test; default 0.9 / 0.05 / 0.05; a study's split draw is the same whatever the shares). `num_workers` > 0 renders in that many
-    processes; the studies and their order are the same.
+    and test; default 0.9 / 0.05 / 0.05; a study's split draw is the same whatever the shares). `num_workers` > 0
+    renders in that many processes; the studies and their order are the same.
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -159,5 +159,6 @@ def generate_synthcxr(n, size=512, seed=0, *, start=0, num_workers=0, **options)
 
 
 __all__ = [
-    "SPLIT_FRACTIONS", "SPLIT_NAMES", "SynthStudy", "check_split_fractions", "generate_synthcxr", "patient_metadata", "synthesize_study",
+    "SPLIT_FRACTIONS", "SPLIT_NAMES", "SynthStudy", "check_split_fractions", "generate_synthcxr", "patient_metadata",
+    "synthesize_study",
 ]
