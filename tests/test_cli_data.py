@@ -84,7 +84,7 @@ def test_bad_mix_is_named(tmp_path, capsys):
         assert capsys.readouterr().err.splitlines() == [f"error: {stopped.value}"]
 
 
-def split_counts(folder) -> dict:
+def study_splits(folder) -> dict:
     table = folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-split.csv"
     rows = [line.split(",") for line in table.read_text().split()[1:]]
     return {row[1]: row[3] for row in rows}
@@ -95,7 +95,7 @@ def test_split_shares_move_studies_between_splits_and_nothing_else(tmp_path):
           "mimic-cxr-jpg"])
     main(["data", "synth", "--out", str(tmp_path / "wide"), "--n", "200", "--size", "16", "--layouts",
           "mimic-cxr-jpg", "--split", "train=0.6,validate=0.1,test=0.3"])
-    default, wide = split_counts(tmp_path / "default"), split_counts(tmp_path / "wide")
+    default, wide = study_splits(tmp_path / "default"), study_splits(tmp_path / "wide")
     assert default.keys() == wide.keys()
     shares = {name: sum(split == name for split in wide.values()) / 200 for name in ("train", "validate", "test")}
     assert abs(shares["test"] - 0.3) < 0.1 and abs(shares["train"] - 0.6) < 0.1, shares
