@@ -1,7 +1,7 @@
 """`medvl demo`: everything MedVL does, on SynthCXR, in one command.
 
     medvl demo                       # about 10 minutes on 2 CPU cores: demo_out/report.html
-    medvl demo --quick --out q       # the tests' few-minute setting
+    medvl demo --quick --out q       # the tests' shorter setting (about 8 minutes)
     medvl demo --device cuda --scale small
     medvl demo --from finetune       # re-run fine-tuning and everything after it
 

@@ -20,7 +20,7 @@ class DemoScale:
     pretrain_batch_size: int
     # Joint augmentation (crop, jitter, laterality-swapping flip) in pretraining: off for the CPU scales, where a
     # few epochs learn far more without it (160 steps: contrastive loss 2.42 against 3.65, zero-shot AUC 0.80
-    # against 0.66); on for the longer GPU runs, where it regularises.
+    # against 0.66); on for the longer GPU runs, as the pretraining recipes have it (not measured at those sizes).
     pretrain_augment: bool
     classification_epochs: float
     vqa_epochs: float
