@@ -151,7 +151,7 @@ class Demo:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="the demo's folder (default demo_out)")
-    parser.add_argument("--quick", action="store_true", help="a few minutes: fewer studies and steps (the tests')")
+    parser.add_argument("--quick", action="store_true", help="about 8 minutes: fewer studies and steps (the tests')")
     parser.add_argument("--scale", default="tiny", choices=[name for name in SCALES if name != "quick"],
                         help="tiny (default, CPU), small or base (for a GPU): studies, image size, model, steps")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),

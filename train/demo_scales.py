@@ -1,6 +1,6 @@
 """The sizes of `medvl demo`: how many SynthCXR studies, which model, how many steps for each stage.
 
-`quick` is what the tests run (a few minutes on 2 CPU cores); `tiny` is the default (about 10 minutes on 2 idle CPU
+`quick` is what the tests run (about 8 minutes on 2 CPU cores); `tiny` is the default (about 10 minutes on 2 idle CPU
 cores after the install); `small` and `base` are for a GPU (`--device cuda`): larger images, more studies, longer
 training, the same stages.
 """
