@@ -30,6 +30,20 @@ def test_yaml_values_then_command_line_overrides(tmp_path):
     assert train_args.weight_decay == 0.02 and train_args.warmup_ratio == 0.1 and train_args.max_grad_norm == 1.0
 
 
+
+def test_gradient_checkpointing_flag_checkpoints_every_tower_without_a_deprecation_warning(recwarn):
+    from helpers.tokenizers import synthcxr_tokenizer
+    from train.pretrain_setup import build_model
+
+    model_args, _, _ = parse_pretrain_args(["--data", "synthcxr:n=10", "--output_dir", "runs/x",
+                                            "--model_preset", "tiny", "--gradient_checkpointing", "true"])
+    model = build_model(model_args, synthcxr_tokenizer())
+    # transformers 5.24 renamed the property too (the old name warns); 5.10 has only the old one.
+    renamed = hasattr(type(model), "is_activation_checkpointing")
+    assert model.is_activation_checkpointing if renamed else model.is_gradient_checkpointing
+    assert model.medvl.vision_model.gradient_checkpointing  # the timm tower's blocks too, not only the text layers
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
+
 def test_saved_run_config_reloads_to_the_same_arguments(tmp_path):
     parsed = parse_pretrain_args(["--data", "synthcxr:n=10", "--output_dir", str(tmp_path), "--seed", "7",
                                   "--model_overrides", "itm_weight=0", "text_config.hidden_dropout_prob=0.1"])

@@ -54,7 +54,9 @@ from train.logging_utils import (
     LOSS_CURVE_FILE, MetricsHistory, get_logger, plot_loss_curves, tensorboard_hparams, term_priors,
 )
 from train.optim import build_optimizer, build_scheduler, schedule_warnings
-from train.pretrain_setup import build_model, build_processor, prepare_tokenizer, preset_config, token_ids
+from train.pretrain_setup import (
+    build_model, build_processor, enable_activation_checkpointing, prepare_tokenizer, preset_config, token_ids,
+)
 from train.run_config import (
     args_as_dict,
     parse_pretrain_args,
@@ -170,7 +172,7 @@ class PretrainingRun:
         if resume is not None:
             self.model = MedVLForPreTraining.from_pretrained(str(resume))
             if self.model_args.gradient_checkpointing:
-                self.model.gradient_checkpointing_enable()
+                enable_activation_checkpointing(self.model)
         else:
             self.model = build_model(self.model_args, self.tokenizer)
         config = self.model.config

@@ -126,8 +126,14 @@ def build_model(model_args, tokenizer) -> MedVLForPreTraining:
         config = MedVLConfig.from_preset(model_args.model_preset, text_config=text_overrides, **overrides)
         model = MedVLForPreTraining(config)
     if model_args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_activation_checkpointing(model)
     return model
+
+
+def enable_activation_checkpointing(model) -> None:
+    """transformers 5.24 renamed `gradient_checkpointing_enable` (which now warns) to
+    `activation_checkpointing_enable`; earlier supported releases have only the old name."""
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
 
 
 def build_processor(tokenizer, image_size: int) -> MedVLProcessor:
