@@ -24,7 +24,9 @@ NOTES_LOAD = re.compile(r"Load average at the start: (\d+(?:\.\d+)?), at the end
 OUTPUT_SIZE = re.compile(r"pixel_values (\d+)x\d+")
 # The speed targets: the MedVL / peer speed ratio each figure should reach.
 TARGETS = {"step_vs_clip_model": 1.2, "step_vs_open_clip": 1.1, "full_vs_itc_step": 0.5,
-           "local_contrast_vs_clip_processor": 2.0, "text_vs_tokenizer": 1.0}
+           "local_contrast_vs_clip_processor": 2.0, "text_vs_tokenizer": 1.0, "loader_vs_step": 1.0}
+GPU_PEERS = {"open_clip": ("open_clip `CLIP` + `ClipLoss`", "open_clip"),
+             "hf_clip": ("transformers' `CLIPModel`", "transformers")}
 
 
 class ResultsError(ValueError):
@@ -169,6 +171,41 @@ def webdataset_rows(record):
     ]
 
 
+def data_loading_rows(record):
+    rows = []
+    for name, setting in (dig(record, "settings") or {}).items():
+        step = dig(setting, "step_pairs_per_second")
+        what = (f"pretraining's loader ({dig(setting, 'image_side_on_disk')} px JPEG files to "
+                f"{dig(setting, 'model_image_size')} px, augmentation {'on' if dig(setting, 'augment') else 'off'})")
+        for workers, rate in (dig(setting, "loader_pairs_per_second") or {}).items():
+            if step is None:
+                rows.append(row(f"{what}, {workers}", figure(rate, "pairs/s"), MISSING, None, None, ("torch",)))
+            else:
+                rows.append(row(f"{what}, {workers}, vs the training step it feeds (`{name}` setting)",
+                                figure(rate, "pairs/s"), figure(step, "pairs/s"), quotient(rate, step), None,
+                                ("torch",), target=TARGETS["loader_vs_step"]))
+    return rows
+
+
+def gpu_step_rows(record):
+    rows = []
+    dtype, device = dig(record, "dtype") or MISSING, dig(record, "device") or MISSING
+    for size, entry in (dig(record, "sizes") or {}).items():
+        contenders = dig(entry, "contenders") or {}
+        medvl = dig(contenders, "medvl_itc")
+        for peer, (peer_name, package) in GPU_PEERS.items():
+            if peer in contenders:
+                rows.append(row(
+                    f"{dtype} training step on {device}, {size}, batch {dig(medvl, 'batch_size')}, MedVL ITC vs "
+                    f"{peer_name} (MFU {dig(medvl, 'mfu') or 0:.0%} vs {dig(contenders, peer, 'mfu') or 0:.0%})",
+                    figure(dig(medvl, "pairs_per_second"), "pairs/s"),
+                    figure(dig(contenders, peer, "pairs_per_second"), "pairs/s"),
+                    quotient(dig(medvl, "pairs_per_second"), dig(contenders, peer, "pairs_per_second")), None,
+                    ("torch", package),
+                    target=TARGETS["step_vs_open_clip" if peer == "open_clip" else "step_vs_clip_model"]))
+    return rows
+
+
 def model_step_load(record):
     return dig(record, "load_average_1min_before_after")
 
@@ -191,6 +228,8 @@ BENCHMARKS = {
     "text_pipeline": ("`bench_text_pipeline.py`", text_pipeline_rows, notes_load),
     "synthcxr": ("`bench_synthcxr.py`", synthcxr_rows, lambda record: None),
     "webdataset_read": ("`bench_webdataset.py`", webdataset_rows, lambda record: None),
+    "pretraining data pipeline": ("`bench_data_loading.py`", data_loading_rows, lambda record: None),
+    "training step on one accelerator": ("`bench_gpu_step.py`", gpu_step_rows, lambda record: None),
 }
 
 

@@ -96,3 +96,19 @@ def test_malformed_results_name_the_file(folder, content, capsys):
     assert (folder / "README.md").read_text() == README
     with pytest.raises(SystemExit, match="broken.json"):
         summarize.main(["--results", str(folder / "results"), "--readme", str(folder / "README.md")])
+
+
+def test_data_loading_rows_compare_each_loader_with_the_step_it_feeds(folder):
+    record = {"benchmark": "pretraining data pipeline: pairs/s out of the loader vs the step", "settings": {
+        "demo": {"image_side_on_disk": 64, "model_image_size": 64, "augment": False, "step_pairs_per_second": 50.0,
+                 "loader_pairs_per_second": {"num_workers=0": 40.0, "num_workers=1": 150.0}},
+        "384px": {"image_side_on_disk": 384, "model_image_size": 384, "augment": True,
+                  "loader_pairs_per_second": {"num_workers=0": 30.0}}}}
+    (folder / "results" / "data_loading.json").write_text(json.dumps(record))
+    table = summarize.summarize(folder / "results", folder / "README.md")
+    rows = [dict(zip(summarize.COLUMNS, table_row(line, "data_loading.json")))
+            for line in table.splitlines() if "data_loading.json" in line]
+    assert [(r["MedVL"], r["Peer"], r["Ratio"], r["Met"]) for r in rows] == [
+        ("40 pairs/s", "50 pairs/s", "0.80×", "not met"), ("150 pairs/s", "50 pairs/s", "3.00×", "met"),
+        ("30 pairs/s", "–", "–", "")]
+    assert "384 px JPEG files to 384 px, augmentation on" in rows[2]["Compared"]
