@@ -103,7 +103,6 @@ def main(argv=None) -> dict:
                      "augment": setting["augment"] == "true", "loader_pairs_per_second": rates}
             if setting["time_step"]:
                 entry["step_pairs_per_second"] = step_rate(run, 3, args.batch_size)
-                entry["slowest_loader_over_step"] = min(rates.values()) / entry["step_pairs_per_second"]
                 print(f"{name:6s} training step alone: {entry['step_pairs_per_second']:7.1f} pairs/s", flush=True)
             record["settings"][name] = entry
     record["versions"] = versions(torch)
